@@ -1,0 +1,5 @@
+//! One module per top-level command: argument types and the glue that calls the
+//! feature crates and prints their results.
+
+pub mod dev;
+pub mod token;

@@ -1,0 +1,56 @@
+//! `intraport`: the internal port for Microsoft Entra ID.
+//!
+//! This binary only parses arguments, wires the feature crates together and prints
+//! results; every decision (is this token valid, is this rule shadowed) lives in a
+//! library crate so that the gateway and the toolkit can never disagree.
+//!
+//! Exit codes: 0 success / allowed / no findings, 1 the thing checked failed, 2 usage,
+//! configuration or input error.
+
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The internal port for Microsoft Entra ID: an identity-aware gateway, and the
+/// toolkit that proves the port is configured right.
+#[derive(Parser, Debug)]
+#[command(name = "intraport", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the embedded Entra-compatible development issuer on loopback and print a
+    /// token with the commands to try it.
+    Dev(cmd::dev::Args),
+    /// Verify, decode and acquire Entra access tokens.
+    #[command(subcommand)]
+    Token(cmd::token::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INTRAPORT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Dev(args) => cmd::dev::run(args),
+        Command::Token(c) => cmd::token::run(c),
+    };
+    match result {
+        Ok(outcome) => outcome.into(),
+        Err(err) => {
+            eprintln!("intraport: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
