@@ -138,6 +138,15 @@ fn of_family(nets: &[IpNet], v6: bool) -> Vec<&IpNet> {
         .collect()
 }
 
+/// The direction replies of `d` travel in.
+fn reply_of(d: Direction) -> Direction {
+    match d {
+        Direction::Outbound => Direction::Inbound,
+        Direction::Inbound => Direction::Outbound,
+        Direction::Forward => Direction::Forward,
+    }
+}
+
 fn chain_of(d: Direction) -> &'static str {
     match d {
         Direction::Outbound => "OUTPUT",
@@ -154,12 +163,16 @@ fn iptables(flows: &[RequiredFlow]) -> RenderedRules {
          # Load with `iptables-restore --noflush`; chain policies are left as they are.\n\
          *filter\n",
     );
-    let mut chains: Vec<&str> = flows.iter().map(|f| chain_of(f.direction)).collect();
+    let mut chains: Vec<&str> = flows
+        .iter()
+        .flat_map(|f| [chain_of(f.direction), chain_of(reply_of(f.direction))])
+        .collect();
     chains.sort_unstable();
     chains.dedup();
     for chain in &chains {
-        // Replies of allowed connections come back on the other chain; one stateful rule
-        // per chain lets them through without opening reverse ports.
+        // Replies of an allowed connection come back on the reverse chain (INPUT for an
+        // OUTPUT flow); one stateful rule per chain lets them through without opening
+        // reverse ports.
         let _ = writeln!(
             out,
             "-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"intraport established\" -j ACCEPT"
@@ -217,7 +230,11 @@ fn nftables(flows: &[RequiredFlow]) -> RenderedRules {
         (Direction::Forward, "forward", "forward"),
     ] {
         let chain: Vec<&RequiredFlow> = flows.iter().filter(|f| f.direction == direction).collect();
-        if chain.is_empty() {
+        // A chain is needed for its own flows, or to let replies of the reverse ones in.
+        if !flows
+            .iter()
+            .any(|f| f.direction == direction || reply_of(f.direction) == direction)
+        {
             continue;
         }
         let _ = writeln!(
@@ -387,6 +404,13 @@ mod tests {
         };
         let flows = required_flows(&map, &hosts, &sel).unwrap();
         assert!(flows.iter().all(|f| f.direction == Direction::Outbound));
+        // Replies of outbound flows come back on INPUT.
+        let r = render_rules(&flows, RuleFormat::Iptables).unwrap();
+        assert!(
+            r.text
+                .contains("-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED")
+        );
+        assert!(!r.text.contains("-A INPUT -s"));
     }
 
     #[test]
