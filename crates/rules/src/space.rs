@@ -202,9 +202,19 @@ impl Space {
         self.minus(o).is_empty()
     }
 
-    /// One packet of the space: the lowest corner of its first box.
+    /// One packet of the space: the lowest corner of its first box, except that an
+    /// address range wider than two values yields its second address, so examples
+    /// avoid network addresses (`10.1.0.1` rather than `10.1.0.0`).
     pub fn sample(&self) -> Option<[u128; DIMS]> {
-        self.cubes.first().map(|c| c.map(|iv| iv.lo))
+        self.cubes.first().map(|c| {
+            let mut p = c.map(|iv| iv.lo);
+            for d in [Dim::Src as usize, Dim::Dst as usize] {
+                if c[d].hi - c[d].lo >= 2 {
+                    p[d] = c[d].lo + 1;
+                }
+            }
+            p
+        })
     }
 
     /// Replace dimension `d` of every box by `iv` (the image of a NAT rewrite).
