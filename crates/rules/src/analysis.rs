@@ -205,13 +205,14 @@ impl<'a> Analysis<'a> {
         let mut chains = Vec::new();
         let mut loops = Vec::new();
         for (ti, t) in ruleset.tables.iter().enumerate() {
-            if t.kind == TableKind::Other {
-                continue;
-            }
             for (ci, c) in t.chains.iter().enumerate() {
                 let (Some(hook), Some(policy)) = (&c.hook, &c.policy) else {
                     continue;
                 };
+                let kind = c.kind.unwrap_or(t.kind);
+                if kind == TableKind::Other {
+                    continue;
+                }
                 let universe = compiler.universe(t.family);
                 let mut w = Walk {
                     rs: ruleset,
@@ -230,7 +231,7 @@ impl<'a> Analysis<'a> {
                     table: ti,
                     chain: ci,
                     hook: hook.clone(),
-                    kind: t.kind,
+                    kind,
                     rules: w.out,
                     policy: policy.clone(),
                     universe,

@@ -752,8 +752,7 @@ fn dnat_findings(a: &Analysis<'_>, out: &mut Vec<Finding>) {
             for filter in a.chains.iter().filter(|c| {
                 c.kind == TableKind::Filter
                     && c.hook.eq_ignore_ascii_case(filter_hook)
-                    && a.ruleset.tables.get(c.table).map(|t| t.family)
-                        == a.ruleset.tables.get(nat.table).map(|t| t.family)
+                    && families_meet(a, c.table, nat.table)
             }) {
                 let parts = a.decide_space(filter, &translated);
                 let denied: Vec<&Part> = parts
@@ -790,6 +789,15 @@ fn dnat_findings(a: &Analysis<'_>, out: &mut Vec<Finding>) {
                 });
             }
         }
+    }
+}
+
+/// Whether packets of one table's family can reach the other's (`inet` holds both).
+fn families_meet(a: &Analysis<'_>, x: usize, y: usize) -> bool {
+    use crate::model::Family::Inet;
+    match (a.ruleset.tables.get(x), a.ruleset.tables.get(y)) {
+        (Some(p), Some(q)) => p.family == q.family || p.family == Inet || q.family == Inet,
+        _ => false,
     }
 }
 

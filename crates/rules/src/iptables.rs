@@ -340,6 +340,7 @@ pub fn parse(file: &str, text: &str) -> Result<Ruleset, Error> {
                 name: name.to_string(),
                 hook: policy.as_ref().map(|_| name.to_string()),
                 policy,
+                kind: None,
                 rules: Vec::new(),
             });
             continue;

@@ -20,6 +20,7 @@ pub mod coverage;
 pub mod error;
 pub mod iptables;
 pub mod model;
+pub mod nft;
 pub mod space;
 
 pub use audit::{AuditOptions, Finding, Kind, Report, RuleRef, Severity, audit};
@@ -32,7 +33,8 @@ pub use model::{InputFormat, Packet, Ruleset};
 pub fn parse(format: InputFormat, file: &str, text: &str) -> Result<Ruleset, Error> {
     match format {
         InputFormat::Iptables => iptables::parse(file, text),
-        InputFormat::Nftables | InputFormat::Nsg => Err(Error::parse(
+        InputFormat::Nftables => nft::parse(file, text),
+        InputFormat::Nsg => Err(Error::parse(
             file,
             1,
             format!("{format:?}"),

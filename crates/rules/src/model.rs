@@ -286,6 +286,10 @@ pub struct Chain {
     /// For base chains: what happens at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Verdict>,
+    /// For nftables base chains: the chain's type, which may differ from other
+    /// base chains of the same table (`None`: the table's role).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TableKind>,
     /// Rules in evaluation order.
     pub rules: Vec<Rule>,
 }

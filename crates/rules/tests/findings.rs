@@ -263,3 +263,50 @@ fn ipv6_rulesets_are_analysed() {
     assert_eq!(s.len(), 1);
     assert!(s[0].example.as_ref().unwrap().src.is_ipv6());
 }
+
+#[test]
+fn nft_errors_name_the_place() {
+    match parse(
+        InputFormat::Nftables,
+        "fw.json",
+        "{\"nftables\": [\n{\"table\": ",
+    ) {
+        Err(Error::Parse { file, line, .. }) => assert_eq!((file.as_str(), line), ("fw.json", 2)),
+        other => panic!("{other:?}"),
+    }
+    let jump = r#"{"nftables":[{"table":{"family":"inet","name":"f"}},{"chain":{"family":"inet","table":"f","name":"in","hook":"input","type":"filter","policy":"drop"}},{"rule":{"family":"inet","table":"f","chain":"in","handle":4,"expr":[{"jump":{"target":"nope"}}]}}]}"#;
+    match parse(InputFormat::Nftables, "fw.json", jump) {
+        Err(Error::Parse { token, message, .. }) => {
+            assert_eq!(token, "inet f in handle 4");
+            assert!(message.contains("nope"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn nft_sets_ranges_and_unknown_expressions() {
+    let text = r#"{"nftables":[{"table":{"family":"inet","name":"f"}},{"chain":{"family":"inet","table":"f","name":"in","hook":"input","type":"filter","policy":"drop"}},
+{"rule":{"family":"inet","table":"f","chain":"in","handle":4,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":{"set":[22,{"range":[80,90]}]}}},{"accept":null}]}},
+{"rule":{"family":"inet","table":"f","chain":"in","handle":5,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":85}},{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":{"prefix":{"addr":"10.0.0.0","len":8}}}},{"drop":null}]}},
+{"rule":{"family":"inet","table":"f","chain":"in","handle":6,"expr":[{"limit":{"rate":5,"per":"minute"}},{"drop":null}]}},
+{"rule":{"family":"inet","table":"f","chain":"in","handle":7,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":53}},{"accept":null}]}}]}"#;
+    let rs = parse(InputFormat::Nftables, "fw.json", text).unwrap();
+    let r = audit(&rs, &AuditOptions::default());
+    let s = of_kind(&r, Kind::Shadowed);
+    assert_eq!(s.len(), 1, "{:#?}", r.findings);
+    assert_eq!(
+        s[0].rule.as_ref().unwrap().loc.name.as_deref(),
+        Some("inet f in handle 5")
+    );
+    assert_eq!(s[0].example.as_ref().unwrap().dport, 85);
+    // The rate-limited drop proves nothing: the DNS accept after it is not shadowed.
+    assert_eq!(of_kind(&r, Kind::UnknownMatch).len(), 1);
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| f.rule.as_ref().and_then(|x| x.loc.name.as_deref())
+                != Some("inet f in handle 7")
+                || f.kind == Kind::Permissive)
+    );
+}

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use intraport_rules::model::{RuleId, Ruleset};
+use intraport_rules::model::{Location, RuleId, Ruleset};
 use intraport_rules::{AuditOptions, Finding, InputFormat, Kind, Packet, Report, audit, parse};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -166,20 +166,27 @@ else:\n    \n    for _ in range(300):\n        s.sendto(b'x',('{dst}',{dport}));
     }
 }
 
-fn dump(ns: &NetNs) -> Ruleset {
-    parse(
-        InputFormat::Iptables,
-        "dump.v4",
-        &ns.run(&["iptables-save", "-c"]),
-    )
-    .unwrap()
+fn dump(ns: &NetNs, format: InputFormat) -> Ruleset {
+    match format {
+        InputFormat::Iptables => {
+            parse(format, "dump.v4", &ns.run(&["iptables-save", "-c"])).unwrap()
+        }
+        _ => parse(
+            format,
+            "dump.json",
+            &ns.run(&["nft", "-j", "list", "ruleset"]),
+        )
+        .unwrap(),
+    }
 }
 
-fn id_of_line(rs: &Ruleset, line: usize) -> RuleId {
+/// The rule a finding names (by line, or by nftables handle), as an index that is
+/// stable across dumps of the same ruleset.
+fn id_of(rs: &Ruleset, loc: &Location) -> RuleId {
     for (t, table) in rs.tables.iter().enumerate() {
         for (c, chain) in table.chains.iter().enumerate() {
             for (r, rule) in chain.rules.iter().enumerate() {
-                if rule.loc.line == Some(line) {
+                if rule.loc.line == loc.line && rule.loc.name == loc.name {
                     return RuleId {
                         table: t,
                         chain: c,
@@ -189,7 +196,7 @@ fn id_of_line(rs: &Ruleset, line: usize) -> RuleId {
             }
         }
     }
-    panic!("no rule on line {line}");
+    panic!("no rule at {loc}");
 }
 
 fn packets(rs: &Ruleset, id: RuleId) -> u64 {
@@ -199,18 +206,14 @@ fn packets(rs: &Ruleset, id: RuleId) -> u64 {
 /// Replay a finding's example and return the counter deltas of (the rule, each
 /// related rule), once the first related rule's counter moved (or a deadline).
 fn replay(lab: &Lab, audited: &Ruleset, f: &Finding) -> (u64, Vec<u64>) {
-    let rule = id_of_line(audited, f.rule.as_ref().unwrap().loc.line.unwrap());
-    let related: Vec<RuleId> = f
-        .related
-        .iter()
-        .map(|r| id_of_line(audited, r.loc.line.unwrap()))
-        .collect();
-    let before = dump(&lab.fw);
+    let rule = id_of(audited, &f.rule.as_ref().unwrap().loc);
+    let related: Vec<RuleId> = f.related.iter().map(|r| id_of(audited, &r.loc)).collect();
+    let before = dump(&lab.fw, audited.format);
     let mut child = lab.send(f.example.as_ref().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut after;
     loop {
-        after = dump(&lab.fw);
+        after = dump(&lab.fw, audited.format);
         if packets(&after, related[0]) > packets(&before, related[0]) || Instant::now() > deadline {
             break;
         }
@@ -293,4 +296,85 @@ fn iptables_findings_hold_in_the_kernel() {
     let (own, rel) = replay(&lab, &rs, &dnat_drop);
     assert!(own > 0, "DNAT rule did not see the example");
     assert!(rel[0] > 0, "FORWARD drop did not see the translated packet");
+}
+
+const NFT_RULES: &str = "
+table inet fw {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ip daddr 10.99.0.1 ip saddr 10.99.1.0/24 meta l4proto tcp counter drop
+        ip daddr 10.99.0.1 ip saddr 10.99.1.7 tcp dport 22 counter accept
+        ip daddr 10.99.0.1 meta l4proto udp counter jump guard
+        ip daddr 10.99.0.1 ip saddr 10.99.2.0/24 udp dport 5000-5010 counter drop
+        ct state established,related counter accept
+    }
+    chain guard {
+        iifname \"vfw\" udp dport { 5005, 6000 } counter accept
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        ip daddr 10.99.3.0/24 meta l4proto tcp counter drop
+    }
+}
+table ip nat {
+    chain prerouting {
+        type nat hook prerouting priority -100; policy accept;
+        ip daddr 10.99.0.1 iifname \"vfw\" tcp dport 8080 counter dnat to 10.99.3.5:80
+        ip saddr 10.99.4.0/24 ip daddr 10.99.0.1 iifname \"vfw\" tcp dport 8080 counter dnat to 10.99.3.6:80
+    }
+}
+";
+
+#[test]
+fn nftables_findings_hold_in_the_kernel() {
+    let Some(lab) = Lab::new() else { return };
+    lab.fw.run_stdin(&["nft", "-f", "-"], NFT_RULES);
+    let saved = lab.fw.run(&["nft", "-j", "list", "ruleset"]);
+    let rs = parse(InputFormat::Nftables, "saved.json", &saved).unwrap();
+    let report: Report = audit(&rs, &AuditOptions::default());
+    let find = |k: Kind, chain: &str, n: usize| -> Finding {
+        report
+            .findings
+            .iter()
+            .find(|f| {
+                let r = f.rule.as_ref().unwrap();
+                let id = id_of(&rs, &r.loc);
+                f.kind == k && r.chain == chain && id.rule == n
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {k} finding on {chain} rule {n} in {:#?}",
+                    report.findings
+                )
+            })
+            .clone()
+    };
+    let shadowed = find(Kind::Shadowed, "input", 1);
+    let correlated = find(Kind::Correlated, "input", 3);
+    let dead_nat = find(Kind::NatOverlap, "prerouting", 1);
+    let dnat_drop = find(Kind::DnatDropped, "prerouting", 0);
+    assert!(
+        shadowed
+            .rule
+            .as_ref()
+            .unwrap()
+            .loc
+            .name
+            .as_ref()
+            .unwrap()
+            .starts_with("inet fw input handle")
+    );
+
+    let (own, rel) = replay(&lab, &rs, &shadowed);
+    assert_eq!(own, 0, "shadowed rule counted the example packet");
+    assert!(rel[0] > 0, "covering rule did not count the example packet");
+    let (own, rel) = replay(&lab, &rs, &correlated);
+    assert_eq!(own, 0);
+    assert!(rel[0] > 0);
+    let (own, rel) = replay(&lab, &rs, &dead_nat);
+    assert_eq!(own, 0);
+    assert!(rel[0] > 0);
+    let (own, rel) = replay(&lab, &rs, &dnat_drop);
+    assert!(own > 0, "DNAT rule did not see the example");
+    assert!(rel[0] > 0, "forward drop did not see the translated packet");
 }
