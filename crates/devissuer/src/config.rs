@@ -481,7 +481,10 @@ impl Directory {
                 .iter()
                 .any(|o| o.username.eq_ignore_ascii_case(&u.username))
             {
-                return Err(config_err(format!("{field}.username"), "duplicate username"));
+                return Err(config_err(
+                    format!("{field}.username"),
+                    "duplicate username",
+                ));
             }
             check_roles(&format!("{field}.roles"), &u.roles, &apis)?;
             users.push(User {
@@ -510,10 +513,7 @@ impl Directory {
             clients,
             users,
             group_overage_limit: config.group_overage_limit,
-            lifetime: (
-                Duration::from_secs(min_secs),
-                Duration::from_secs(max_secs),
-            ),
+            lifetime: (Duration::from_secs(min_secs), Duration::from_secs(max_secs)),
         })
     }
 
@@ -554,7 +554,10 @@ mod tests {
         assert_eq!(dir.tenant_id, demo::TENANT_ID);
         assert!(dir.api_by_resource("api://intraport-demo").is_some());
         assert!(dir.api_by_resource(&demo::API_APP_ID.to_string()).is_some());
-        assert!(dir.api_by_resource(&format!("api://{}", demo::API_APP_ID)).is_some());
+        assert!(
+            dir.api_by_resource(&format!("api://{}", demo::API_APP_ID))
+                .is_some()
+        );
         assert!(dir.api_by_resource("api://other").is_none());
         assert!(dir.user("ALICE@contoso.example").is_some());
     }

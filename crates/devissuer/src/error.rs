@@ -246,6 +246,11 @@ impl OAuthError {
 
     /// AADSTS90023: the request could not be read (e.g. not a form body).
     pub(crate) fn unreadable_body(why: &str) -> Self {
-        Self::new(400, "invalid_request", 90023, format!("Invalid request: {why}"))
+        Self::new(
+            400,
+            "invalid_request",
+            90023,
+            format!("Invalid request: {why}"),
+        )
     }
 }

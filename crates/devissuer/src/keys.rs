@@ -158,12 +158,8 @@ mod tests {
     fn signature_verifies_with_published_n_and_e() {
         let key = SigningKey::generate().unwrap();
         let jwk = key.jwk("iss");
-        let n = URL_SAFE_NO_PAD
-            .decode(jwk["n"].as_str().unwrap())
-            .unwrap();
-        let e = URL_SAFE_NO_PAD
-            .decode(jwk["e"].as_str().unwrap())
-            .unwrap();
+        let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+        let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap();
         assert_eq!(n.len(), 256, "RSA-2048 modulus");
         let sig = key.sign(b"header.payload").unwrap();
         let public = RsaPublicKeyComponents { n: &n, e: &e };

@@ -96,9 +96,7 @@ impl DevIssuer {
         } else {
             None
         };
-        let key = key_task
-            .await
-            .map_err(|e| Error::Server(e.to_string()))??;
+        let key = key_task.await.map_err(|e| Error::Server(e.to_string()))??;
 
         let scheme = if tls.is_some() { "https" } else { "http" };
         let minter = Arc::new(Minter {

@@ -61,8 +61,7 @@ fn resolve_tenant(m: &Minter, segment: &str) -> Result<TenantRef, OAuthError> {
             Err(OAuthError::unknown_tenant(segment))
         };
     }
-    if m
-        .dir
+    if m.dir
         .domain
         .as_deref()
         .is_some_and(|d| d.eq_ignore_ascii_case(segment))
@@ -111,7 +110,10 @@ pub(crate) fn error_response(e: &OAuthError, headers: &HeaderMap, authority: &st
 fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -126,7 +128,10 @@ pub(crate) fn router(state: Shared) -> Router {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(discovery_v2),
         )
-        .route("/{tenant}/.well-known/openid-configuration", get(discovery_v1))
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(discovery_v1),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(keys))
         .route("/{tenant}/discovery/keys", get(keys))
         .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
@@ -154,9 +159,7 @@ async fn discovery_v2(
 ) -> Response {
     let (segment, issuer) = match resolve_tenant(&m, &tenant) {
         Ok(TenantRef::Ours) => (m.tid(), m.v2_issuer()),
-        Ok(TenantRef::Independent(name)) => {
-            (name, format!("{}/{{tenantid}}/v2.0", m.authority))
-        }
+        Ok(TenantRef::Independent(name)) => (name, format!("{}/{{tenantid}}/v2.0", m.authority)),
         Err(e) => return error_response(&e, &headers, &m.authority),
     };
     let base = format!("{}/{segment}", m.authority);
@@ -297,7 +300,10 @@ async fn read_params(headers: &HeaderMap, body: Body) -> Result<TokenParams, OAu
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .is_none_or(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     let mut p = TokenParams::default();
     if is_form {
         for (k, v) in form_urlencoded::parse(&bytes) {
@@ -341,7 +347,13 @@ fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
     Some((unescape(id)?, unescape(secret)?))
 }
 
-async fn token(m: Shared, endpoint: Endpoint, tenant: String, headers: HeaderMap, body: Body) -> Response {
+async fn token(
+    m: Shared,
+    endpoint: Endpoint,
+    tenant: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(e) = resolve_tenant(&m, &tenant) {
         return error_response(&e, &headers, &m.authority);
     }
@@ -447,14 +459,15 @@ pub(crate) async fn serve(
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }

@@ -9,10 +9,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::Error;
 use crate::config::{Api, Client, Directory, TokenVersion, User};
 use crate::error::OAuthError;
 use crate::keys::{Keys, SigningKey};
-use crate::Error;
 
 /// Scopes that ask for sign-in artefacts, not for an API.
 const RESERVED_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
@@ -547,7 +547,10 @@ impl Minter {
         let scp = g.user.map(|_| g.scp.join(" "));
         let (oid, sub) = match g.user {
             Some(u) => (u.object_id.to_string(), self.pairwise_sub(u, g.client)),
-            None => (g.client.object_id.to_string(), g.client.object_id.to_string()),
+            None => (
+                g.client.object_id.to_string(),
+                g.client.object_id.to_string(),
+            ),
         };
         // Groups, or the overage pointer when there are too many of them.
         let mut groups = None;

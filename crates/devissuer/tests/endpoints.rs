@@ -23,7 +23,11 @@ fn client_id() -> String {
     demo::CLIENT_ID.to_string()
 }
 
-async fn client_credentials(env: &Env, path: &str, scope_or_resource: (&str, &str)) -> (u16, Value) {
+async fn client_credentials(
+    env: &Env,
+    path: &str,
+    scope_or_resource: (&str, &str),
+) -> (u16, Value) {
     let cid = client_id();
     env.post_form(
         path,
@@ -72,13 +76,22 @@ async fn v2_discovery_for_tenant_id_and_domain_alias() {
         assert_eq!(status, 200, "{segment}");
         assert_eq!(doc["issuer"], format!("{authority}/{tid}/v2.0"));
         assert_eq!(doc["issuer"], env.issuer.issuer_v2());
-        assert_eq!(doc["jwks_uri"], format!("{authority}/{tid}/discovery/v2.0/keys"));
-        assert_eq!(doc["token_endpoint"], format!("{authority}/{tid}/oauth2/v2.0/token"));
+        assert_eq!(
+            doc["jwks_uri"],
+            format!("{authority}/{tid}/discovery/v2.0/keys")
+        );
+        assert_eq!(
+            doc["token_endpoint"],
+            format!("{authority}/{tid}/oauth2/v2.0/token")
+        );
         assert_eq!(
             doc["authorization_endpoint"],
             format!("{authority}/{tid}/oauth2/v2.0/authorize")
         );
-        assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256"]));
+        assert_eq!(
+            doc["id_token_signing_alg_values_supported"],
+            json!(["RS256"])
+        );
         assert!(
             doc["token_endpoint_auth_methods_supported"]
                 .as_array()
@@ -100,7 +113,10 @@ async fn v1_discovery_has_the_sts_issuer() {
     assert_eq!(doc["issuer"], format!("https://sts.windows.net/{tid}/"));
     assert_eq!(doc["issuer"], env.issuer.issuer_v1());
     assert_eq!(doc["jwks_uri"], format!("{authority}/{tid}/discovery/keys"));
-    assert_eq!(doc["token_endpoint"], format!("{authority}/{tid}/oauth2/token"));
+    assert_eq!(
+        doc["token_endpoint"],
+        format!("{authority}/{tid}/oauth2/token")
+    );
 }
 
 #[tokio::test]
@@ -113,7 +129,10 @@ async fn tenant_independent_documents_use_the_tenantid_template() {
             .await;
         assert_eq!(status, 200);
         assert_eq!(doc["issuer"], format!("{authority}/{{tenantid}}/v2.0"));
-        assert_eq!(doc["jwks_uri"], format!("{authority}/{t}/discovery/v2.0/keys"));
+        assert_eq!(
+            doc["jwks_uri"],
+            format!("{authority}/{t}/discovery/v2.0/keys")
+        );
     }
     let (_, keys) = env.get_json("/common/discovery/v2.0/keys").await;
     for k in keys["keys"].as_array().unwrap() {
@@ -172,9 +191,7 @@ async fn both_jwks_carry_issuer_x5t_and_a_matching_x5c() {
         assert_eq!(k["kid"], env.issuer.current_kid());
         assert_eq!(k["issuer"], env.issuer.issuer_v2());
         assert_eq!(k["e"], "AQAB");
-        let der = STANDARD
-            .decode(k["x5c"][0].as_str().unwrap())
-            .unwrap();
+        let der = STANDARD.decode(k["x5c"][0].as_str().unwrap()).unwrap();
         let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
         assert_eq!(common::b64(k["x5t"].as_str().unwrap()), sha1.as_ref());
         let n = common::b64(k["n"].as_str().unwrap());
@@ -191,8 +208,12 @@ async fn both_jwks_carry_issuer_x5t_and_a_matching_x5c() {
 async fn client_credentials_v2_token_has_app_claims() {
     let env = Env::demo().await;
     let tid = env.tid();
-    let (status, body) =
-        client_credentials(&env, &format!("/{tid}/oauth2/v2.0/token"), ("scope", "api://intraport-demo/.default")).await;
+    let (status, body) = client_credentials(
+        &env,
+        &format!("/{tid}/oauth2/v2.0/token"),
+        ("scope", "api://intraport-demo/.default"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     let expires_in = body["expires_in"].as_u64().unwrap();
@@ -235,14 +256,20 @@ async fn basic_auth_and_admin_roles() {
         .http
         .post(env.url(&format!("/{tid}/oauth2/v2.0/token")))
         .basic_auth(demo::ADMIN_CLIENT_ID, Some(demo::ADMIN_CLIENT_SECRET))
-        .form(&[("grant_type", "client_credentials"), ("scope", "api://intraport-demo/.default")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "api://intraport-demo/.default"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     let (_, c) = env
-        .verify(body["access_token"].as_str().unwrap(), &format!("/{tid}/discovery/v2.0/keys"))
+        .verify(
+            body["access_token"].as_str().unwrap(),
+            &format!("/{tid}/discovery/v2.0/keys"),
+        )
         .await;
     assert_eq!(c["roles"], json!(["Reader", "Writer"]));
     assert_eq!(c["azp"], demo::ADMIN_CLIENT_ID.to_string());
@@ -252,7 +279,10 @@ async fn basic_auth_and_admin_roles() {
         .http
         .post(env.url(&format!("/{tid}/oauth2/v2.0/token")))
         .basic_auth(demo::ADMIN_CLIENT_ID, Some("nope"))
-        .form(&[("grant_type", "client_credentials"), ("scope", "api://intraport-demo/.default")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "api://intraport-demo/.default"),
+        ])
         .send()
         .await
         .unwrap();
@@ -315,23 +345,30 @@ async fn password_grant_v2_user_token() {
     // Public-client flow: no secret.
     let (status, body) = env
         .post_form(
-            &format!("/contoso.example/oauth2/v2.0/token"),
+            "/contoso.example/oauth2/v2.0/token",
             &[
                 ("grant_type", "password"),
                 ("client_id", &cid),
                 ("username", demo::USERNAME),
                 ("password", demo::PASSWORD),
-                ("scope", "api://intraport-demo/access_as_user openid profile offline_access"),
+                (
+                    "scope",
+                    "api://intraport-demo/access_as_user openid profile offline_access",
+                ),
             ],
         )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], "api://intraport-demo/access_as_user");
     assert!(body["id_token"].is_string());
-    let info: Value = serde_json::from_slice(&common::b64(body["client_info"].as_str().unwrap())).unwrap();
+    let info: Value =
+        serde_json::from_slice(&common::b64(body["client_info"].as_str().unwrap())).unwrap();
     assert_eq!(info["utid"], tid);
     let (_, c) = env
-        .verify(body["access_token"].as_str().unwrap(), &format!("/{tid}/discovery/v2.0/keys"))
+        .verify(
+            body["access_token"].as_str().unwrap(),
+            &format!("/{tid}/discovery/v2.0/keys"),
+        )
         .await;
     assert_eq!(c["idtyp"], "user");
     assert_eq!(c["scp"], "access_as_user");
@@ -386,7 +423,10 @@ async fn password_grant_v1_user_token() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], "user_impersonation");
     let (header, c) = env
-        .verify(body["access_token"].as_str().unwrap(), &format!("/{tid}/discovery/keys"))
+        .verify(
+            body["access_token"].as_str().unwrap(),
+            &format!("/{tid}/discovery/keys"),
+        )
         .await;
     assert_eq!(header["x5t"], header["kid"]);
     assert_eq!(c["ver"], "1.0");
@@ -430,7 +470,10 @@ async fn groups_overage_replaces_groups_past_the_limit() {
     assert!(c.get("groups").is_none());
     assert_eq!(c["_claim_names"], json!({"groups": "src1"}));
     let endpoint = c["_claim_sources"]["src1"]["endpoint"].as_str().unwrap();
-    assert!(endpoint.ends_with(&format!("/users/{}/getMemberObjects", c["oid"].as_str().unwrap())));
+    assert!(endpoint.ends_with(&format!(
+        "/users/{}/getMemberObjects",
+        c["oid"].as_str().unwrap()
+    )));
     assert!(c.get("roles").is_none(), "bob has no roles");
 
     let alice = env
@@ -468,7 +511,10 @@ async fn issue_token_directly() {
     assert_eq!(t.issuer, env.issuer.issuer_v2());
     assert_eq!(t.audience, demo::API_APP_ID.to_string());
     let (_, c) = env
-        .verify(&t.access_token, &format!("/{}/discovery/v2.0/keys", env.tid()))
+        .verify(
+            &t.access_token,
+            &format!("/{}/discovery/v2.0/keys", env.tid()),
+        )
         .await;
     assert_eq!(c["roles"], json!(["Reader", "Writer"]));
     assert_eq!(c["exp"].as_u64().unwrap(), t.expires_on);
@@ -480,7 +526,10 @@ async fn issue_token_directly() {
             api: "intraport-demo".into(),
         })
         .unwrap_err();
-    assert!(matches!(err, Error::Grant(ref e) if e.code == 700016), "{err}");
+    assert!(
+        matches!(err, Error::Grant(ref e) if e.code == 700016),
+        "{err}"
+    );
     let err = env
         .issuer
         .issue_token(&TokenRequest::User {
@@ -490,7 +539,10 @@ async fn issue_token_directly() {
             scopes: vec!["delete_everything".into()],
         })
         .unwrap_err();
-    assert!(matches!(err, Error::Grant(ref e) if e.code == 70011), "{err}");
+    assert!(
+        matches!(err, Error::Grant(ref e) if e.code == 70011),
+        "{err}"
+    );
 }
 
 /// Asserts Entra's error shape and returns the body.
@@ -498,7 +550,10 @@ fn assert_aadsts(status: u16, body: &Value, want_status: u16, error: &str, code:
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"], error, "{body}");
     let description = body["error_description"].as_str().unwrap();
-    assert!(description.starts_with(&format!("AADSTS{code}: ")), "{description}");
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{description}"
+    );
     assert_eq!(body["error_codes"], json!([code]));
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
     assert!(Uuid::parse_str(body["trace_id"].as_str().unwrap()).is_ok());
@@ -523,13 +578,19 @@ async fn every_refusal_has_its_aadsts_code() {
         .await;
     assert_aadsts(s, &b, 400, "unauthorized_client", 700016);
     let (s, b) = env
-        .post_form(&v1, &[cc, ("client_id", "not-a-guid"), secret, ("resource", API)])
+        .post_form(
+            &v1,
+            &[cc, ("client_id", "not-a-guid"), secret, ("resource", API)],
+        )
         .await;
     assert_aadsts(s, &b, 400, "unauthorized_client", 700016);
 
     // Bad secret.
     let (s, b) = env
-        .post_form(&v2, &[cc, ("client_id", &cid), ("client_secret", "wrong"), scope])
+        .post_form(
+            &v2,
+            &[cc, ("client_id", &cid), ("client_secret", "wrong"), scope],
+        )
         .await;
     assert_aadsts(s, &b, 401, "invalid_client", 7000215);
 
@@ -543,14 +604,26 @@ async fn every_refusal_has_its_aadsts_code() {
     let (s, b) = env
         .post_form(
             &v2,
-            &[pw, ("client_id", &cid), ("username", demo::USERNAME), ("password", "wrong"), user_scope],
+            &[
+                pw,
+                ("client_id", &cid),
+                ("username", demo::USERNAME),
+                ("password", "wrong"),
+                user_scope,
+            ],
         )
         .await;
     assert_aadsts(s, &b, 400, "invalid_grant", 50126);
     let (s, b) = env
         .post_form(
             &v2,
-            &[pw, ("client_id", &cid), ("username", "eve@contoso.example"), ("password", "x"), user_scope],
+            &[
+                pw,
+                ("client_id", &cid),
+                ("username", "eve@contoso.example"),
+                ("password", "x"),
+                user_scope,
+            ],
         )
         .await;
     assert_aadsts(s, &b, 400, "invalid_grant", 50034);
@@ -560,18 +633,35 @@ async fn every_refusal_has_its_aadsts_code() {
     let (s, b) = env
         .post_form(
             &v2,
-            &[pw, ("client_id", &admin), ("username", demo::USERNAME), ("password", demo::PASSWORD), user_scope],
+            &[
+                pw,
+                ("client_id", &admin),
+                ("username", demo::USERNAME),
+                ("password", demo::PASSWORD),
+                user_scope,
+            ],
         )
         .await;
     assert_aadsts(s, &b, 401, "invalid_client", 7000218);
 
     // Unknown resource, by scope and by resource.
     let (s, b) = env
-        .post_form(&v2, &[cc, ("client_id", &cid), secret, ("scope", "api://nope/.default")])
+        .post_form(
+            &v2,
+            &[
+                cc,
+                ("client_id", &cid),
+                secret,
+                ("scope", "api://nope/.default"),
+            ],
+        )
         .await;
     assert_aadsts(s, &b, 400, "invalid_resource", 500011);
     let (s, b) = env
-        .post_form(&v1, &[cc, ("client_id", &cid), secret, ("resource", "api://nope")])
+        .post_form(
+            &v1,
+            &[cc, ("client_id", &cid), secret, ("resource", "api://nope")],
+        )
         .await;
     assert_aadsts(s, &b, 400, "invalid_resource", 500011);
 
@@ -579,27 +669,56 @@ async fn every_refusal_has_its_aadsts_code() {
     let (s, b) = env
         .post_form(
             &v2,
-            &[pw, ("client_id", &cid), ("username", demo::USERNAME), ("password", demo::PASSWORD),
-              ("scope", "api://intraport-demo/delete_all")],
+            &[
+                pw,
+                ("client_id", &cid),
+                ("username", demo::USERNAME),
+                ("password", demo::PASSWORD),
+                ("scope", "api://intraport-demo/delete_all"),
+            ],
         )
         .await;
     assert_aadsts(s, &b, 400, "invalid_scope", 70011);
     let (s, b) = env
-        .post_form(&v2, &[cc, ("client_id", &cid), secret, ("scope", "api://intraport-demo/access_as_user")])
+        .post_form(
+            &v2,
+            &[
+                cc,
+                ("client_id", &cid),
+                secret,
+                ("scope", "api://intraport-demo/access_as_user"),
+            ],
+        )
         .await;
     assert_aadsts(s, &b, 400, "invalid_scope", 1002012);
     let (s, b) = env
         .post_form(
             &v2,
-            &[pw, ("client_id", &cid), ("username", demo::USERNAME), ("password", demo::PASSWORD),
-              ("scope", "api://intraport-demo/access_as_user api://legacy/user_impersonation")],
+            &[
+                pw,
+                ("client_id", &cid),
+                ("username", demo::USERNAME),
+                ("password", demo::PASSWORD),
+                (
+                    "scope",
+                    "api://intraport-demo/access_as_user api://legacy/user_impersonation",
+                ),
+            ],
         )
         .await;
     assert_aadsts(s, &b, 400, "invalid_scope", 28000);
 
     // Unsupported grant.
     let (s, b) = env
-        .post_form(&v2, &[("grant_type", "authorization_code"), ("client_id", &cid), secret, scope])
+        .post_form(
+            &v2,
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &cid),
+                secret,
+                scope,
+            ],
+        )
         .await;
     assert_aadsts(s, &b, 400, "unsupported_grant_type", 70003);
 
@@ -608,12 +727,31 @@ async fn every_refusal_has_its_aadsts_code() {
         (&v2, vec![("client_id", cid.as_str()), scope], "grant_type"),
         (&v2, vec![cc, secret, scope], "client_id"),
         (&v2, vec![cc, ("client_id", cid.as_str()), secret], "scope"),
-        (&v1, vec![cc, ("client_id", cid.as_str()), secret], "resource"),
-        (&v2, vec![pw, ("client_id", cid.as_str()), ("password", "x"), user_scope], "username"),
+        (
+            &v1,
+            vec![cc, ("client_id", cid.as_str()), secret],
+            "resource",
+        ),
+        (
+            &v2,
+            vec![
+                pw,
+                ("client_id", cid.as_str()),
+                ("password", "x"),
+                user_scope,
+            ],
+            "username",
+        ),
     ] {
         let (s, b) = env.post_form(path, &form).await;
         assert_aadsts(s, &b, 400, "invalid_request", 900144);
-        assert!(b["error_description"].as_str().unwrap().contains(&format!("'{missing}'")), "{b}");
+        assert!(
+            b["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("'{missing}'")),
+            "{b}"
+        );
     }
 }
 
@@ -637,7 +775,10 @@ async fn malformed_requests_get_entra_errors_not_crashes() {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
     assert_aadsts(status, &body, 400, "invalid_request", 900144);
-    assert_eq!(body["correlation_id"], correlation, "client-request-id is echoed");
+    assert_eq!(
+        body["correlation_id"], correlation,
+        "client-request-id is echoed"
+    );
 
     // JSON instead of a form.
     let resp = env
@@ -648,7 +789,13 @@ async fn malformed_requests_get_entra_errors_not_crashes() {
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    assert_aadsts(status, &resp.json().await.unwrap(), 400, "invalid_request", 900144);
+    assert_aadsts(
+        status,
+        &resp.json().await.unwrap(),
+        400,
+        "invalid_request",
+        900144,
+    );
 
     // A body over the limit.
     let resp = env
@@ -660,7 +807,13 @@ async fn malformed_requests_get_entra_errors_not_crashes() {
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    assert_aadsts(status, &resp.json().await.unwrap(), 400, "invalid_request", 90023);
+    assert_aadsts(
+        status,
+        &resp.json().await.unwrap(),
+        400,
+        "invalid_request",
+        90023,
+    );
 
     // A malformed Basic header.
     let resp = env
@@ -672,7 +825,13 @@ async fn malformed_requests_get_entra_errors_not_crashes() {
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    assert_aadsts(status, &resp.json().await.unwrap(), 400, "invalid_request", 90023);
+    assert_aadsts(
+        status,
+        &resp.json().await.unwrap(),
+        400,
+        "invalid_request",
+        90023,
+    );
 
     // Unknown tenants, GUID or domain, and a tenant that is neither.
     let other = Uuid::new_v4();
@@ -685,10 +844,15 @@ async fn malformed_requests_get_entra_errors_not_crashes() {
         assert_aadsts(s, &b, 400, "invalid_tenant", 90002);
     }
     let (s, b) = env
-        .post_form(&format!("/{other}/oauth2/v2.0/token"), &[("grant_type", "client_credentials")])
+        .post_form(
+            &format!("/{other}/oauth2/v2.0/token"),
+            &[("grant_type", "client_credentials")],
+        )
         .await;
     assert_aadsts(s, &b, 400, "invalid_tenant", 90002);
-    let (s, b) = env.get_json("/not_a_tenant/v2.0/.well-known/openid-configuration").await;
+    let (s, b) = env
+        .get_json("/not_a_tenant/v2.0/.well-known/openid-configuration")
+        .await;
     assert_aadsts(s, &b, 400, "invalid_request", 900023);
 
     // Unknown paths: JSON 404.
@@ -738,8 +902,15 @@ async fn rotation_over_http_and_api() {
     assert_eq!(env.issuer.current_kid(), new_kid);
 
     // New tokens are signed by the new key, over HTTP too.
-    let (_, body) = client_credentials(&env, &format!("/{tid}/oauth2/v2.0/token"), ("scope", "api://intraport-demo/.default")).await;
-    let (header, _) = env.verify(body["access_token"].as_str().unwrap(), &jwks_path).await;
+    let (_, body) = client_credentials(
+        &env,
+        &format!("/{tid}/oauth2/v2.0/token"),
+        ("scope", "api://intraport-demo/.default"),
+    )
+    .await;
+    let (header, _) = env
+        .verify(body["access_token"].as_str().unwrap(), &jwks_path)
+        .await;
     assert_eq!(header["kid"], new_kid);
     // The old token still verifies: its key is still published.
     let (_, jwks) = env.get_json(&jwks_path).await;
@@ -747,12 +918,27 @@ async fn rotation_over_http_and_api() {
     common::verify_with(&old.access_token, &jwks).unwrap();
 
     // The current key cannot be retired; unknown kids are 404.
-    let resp = env.http.post(env.url(&format!("/_dev/retire/{new_kid}"))).send().await.unwrap();
+    let resp = env
+        .http
+        .post(env.url(&format!("/_dev/retire/{new_kid}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
-    let resp = env.http.post(env.url("/_dev/retire/nope")).send().await.unwrap();
+    let resp = env
+        .http
+        .post(env.url("/_dev/retire/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 
-    let resp = env.http.post(env.url(&format!("/_dev/retire/{old_kid}"))).send().await.unwrap();
+    let resp = env
+        .http
+        .post(env.url(&format!("/_dev/retire/{old_kid}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let (_, jwks) = env.get_json(&jwks_path).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
@@ -763,9 +949,15 @@ async fn rotation_over_http_and_api() {
 
     // The same through the library API.
     let third = env.issuer.rotate_key().unwrap();
-    assert!(matches!(env.issuer.retire_key(&third), Err(Error::KeyInUse(_))));
+    assert!(matches!(
+        env.issuer.retire_key(&third),
+        Err(Error::KeyInUse(_))
+    ));
     env.issuer.retire_key(&new_kid).unwrap();
-    assert!(matches!(env.issuer.retire_key(&new_kid), Err(Error::UnknownKey(_))));
+    assert!(matches!(
+        env.issuer.retire_key(&new_kid),
+        Err(Error::UnknownKey(_))
+    ));
     let (_, jwks) = env.get_json(&jwks_path).await;
     assert_eq!(jwks["keys"][0]["kid"], third);
 }
@@ -788,7 +980,10 @@ async fn plain_http_when_asked_and_graceful_shutdown() {
     let addr = env.issuer.addr();
     let Env { issuer, .. } = env;
     issuer.shutdown().await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }
 
 #[tokio::test]
@@ -835,5 +1030,8 @@ async fn invalid_config_is_refused_before_binding() {
     let mut config = DevIssuerConfig::demo();
     config.domain = Some("common".into());
     let err = DevIssuer::start(config).await.unwrap_err();
-    assert!(matches!(err, Error::Config { ref field, .. } if field == "domain"), "{err}");
+    assert!(
+        matches!(err, Error::Config { ref field, .. } if field == "domain"),
+        "{err}"
+    );
 }

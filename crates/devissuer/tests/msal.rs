@@ -38,7 +38,13 @@ struct Outcome {
 }
 
 async fn acquire(python: &str, env: &Env, tenant: &str, args: &[&str]) -> Outcome {
-    let ca = env.issuer.ca_pem_path().unwrap().to_str().unwrap().to_string();
+    let ca = env
+        .issuer
+        .ca_pem_path()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let authority = format!("{}/{tenant}", env.issuer.authority());
     let out = tokio::process::Command::new(python)
         .arg(script())
@@ -67,7 +73,14 @@ async fn msal_client_credentials_and_password_grants() {
         &python,
         &env,
         &tid,
-        &["--client-id", &client, "--secret", demo::CLIENT_SECRET, "--scope", "api://intraport-demo/.default"],
+        &[
+            "--client-id",
+            &client,
+            "--secret",
+            demo::CLIENT_SECRET,
+            "--scope",
+            "api://intraport-demo/.default",
+        ],
     )
     .await;
     assert!(out.ok, "msal failed: {}", out.stderr);
@@ -81,8 +94,16 @@ async fn msal_client_credentials_and_password_grants() {
         &python,
         &env,
         "contoso.example",
-        &["--client-id", &client, "--username", demo::USERNAME, "--password", demo::PASSWORD,
-          "--scope", "api://intraport-demo/access_as_user"],
+        &[
+            "--client-id",
+            &client,
+            "--username",
+            demo::USERNAME,
+            "--password",
+            demo::PASSWORD,
+            "--scope",
+            "api://intraport-demo/access_as_user",
+        ],
     )
     .await;
     assert!(out.ok, "msal failed: {}", out.stderr);
@@ -97,8 +118,18 @@ async fn msal_client_credentials_and_password_grants() {
         &python,
         &env,
         &tid,
-        &["--client-id", &client, "--secret", demo::CLIENT_SECRET, "--username", demo::USERNAME,
-          "--password", demo::PASSWORD, "--scope", "api://intraport-demo/access_as_user"],
+        &[
+            "--client-id",
+            &client,
+            "--secret",
+            demo::CLIENT_SECRET,
+            "--username",
+            demo::USERNAME,
+            "--password",
+            demo::PASSWORD,
+            "--scope",
+            "api://intraport-demo/access_as_user",
+        ],
     )
     .await;
     assert!(out.ok, "msal failed: {}", out.stderr);
@@ -117,7 +148,14 @@ async fn msal_reports_entra_errors() {
         &python,
         &env,
         &tid,
-        &["--client-id", &client, "--secret", "wrong", "--scope", "api://intraport-demo/.default"],
+        &[
+            "--client-id",
+            &client,
+            "--secret",
+            "wrong",
+            "--scope",
+            "api://intraport-demo/.default",
+        ],
     )
     .await;
     assert!(!out.ok);
@@ -130,8 +168,16 @@ async fn msal_reports_entra_errors() {
         &python,
         &env,
         &tid,
-        &["--client-id", &client, "--username", demo::USERNAME, "--password", "wrong",
-          "--scope", "api://intraport-demo/access_as_user"],
+        &[
+            "--client-id",
+            &client,
+            "--username",
+            demo::USERNAME,
+            "--password",
+            "wrong",
+            "--scope",
+            "api://intraport-demo/access_as_user",
+        ],
     )
     .await;
     assert!(!out.ok);
@@ -143,11 +189,24 @@ async fn msal_reports_entra_errors() {
         &python,
         &env,
         "fabrikam.example",
-        &["--client-id", &client, "--secret", demo::CLIENT_SECRET, "--scope", "api://intraport-demo/.default"],
+        &[
+            "--client-id",
+            &client,
+            "--secret",
+            demo::CLIENT_SECRET,
+            "--scope",
+            "api://intraport-demo/.default",
+        ],
     )
     .await;
     assert!(!out.ok);
     let err: Value = serde_json::from_str(out.stderr.trim()).unwrap();
     assert_eq!(err["error"], "ValueError", "{err}");
-    assert!(err["error_description"].as_str().unwrap().contains("fabrikam.example"), "{err}");
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("fabrikam.example"),
+        "{err}"
+    );
 }

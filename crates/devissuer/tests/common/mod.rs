@@ -47,7 +47,13 @@ impl Env {
     }
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        let resp = self.http.post(self.url(path)).form(form).send().await.unwrap();
+        let resp = self
+            .http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap())
     }
