@@ -21,6 +21,7 @@ pub mod error;
 pub mod iptables;
 pub mod model;
 pub mod nft;
+pub mod nsg;
 pub mod space;
 
 pub use audit::{AuditOptions, Finding, Kind, Report, RuleRef, Severity, audit};
@@ -34,11 +35,6 @@ pub fn parse(format: InputFormat, file: &str, text: &str) -> Result<Ruleset, Err
     match format {
         InputFormat::Iptables => iptables::parse(file, text),
         InputFormat::Nftables => nft::parse(file, text),
-        InputFormat::Nsg => Err(Error::parse(
-            file,
-            1,
-            format!("{format:?}"),
-            "format not supported yet",
-        )),
+        InputFormat::Nsg => nsg::parse(file, text),
     }
 }
