@@ -27,16 +27,17 @@ fn bench(c: &mut Criterion) {
     let now = now();
     let token = key.token(&key.header(), &v2_app_claims(now));
     let (input, sig_b64) = token.rsplit_once('.').unwrap();
-    let sig = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        sig_b64,
-    )
-    .unwrap();
+    let sig =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig_b64).unwrap();
 
     let parsed_key =
         ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, key.public_der()).unwrap();
     c.bench_function("raw_rsa2048_verify", |b| {
-        b.iter(|| parsed_key.verify_sig(black_box(input.as_bytes()), black_box(&sig)).unwrap())
+        b.iter(|| {
+            parsed_key
+                .verify_sig(black_box(input.as_bytes()), black_box(&sig))
+                .unwrap()
+        })
     });
     let pk = aws_lc_rs::signature::KeyPair::public_key(&key.pair);
     let n = pk.modulus().big_endian_without_leading_zero().to_vec();

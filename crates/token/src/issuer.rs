@@ -100,7 +100,10 @@ mod tests {
         assert!(m.could_match(&iss));
         // tid of another tenant, non-GUID tid, no tid: no match
         assert!(!m.matches(&iss, Some("9188040d-6c67-4c5b-b112-36a304b66dad")));
-        assert!(!m.matches("https://login.microsoftonline.com/common/v2.0", Some("common")));
+        assert!(!m.matches(
+            "https://login.microsoftonline.com/common/v2.0",
+            Some("common")
+        ));
         assert!(!m.matches(&iss, None));
         assert_eq!(m.resolve(T), Some(iss));
         assert_eq!(m.resolve("contoso"), None);

@@ -113,7 +113,8 @@ pub fn parse(token: &str, policy: &Policy) -> Result<Parsed, TokenError> {
         return Err(too_large(token.len(), policy.max_token_bytes));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed(
             "expected three dot-separated parts (header.payload.signature); encrypted (JWE) tokens are not accepted",
@@ -142,7 +143,9 @@ pub fn parse(token: &str, policy: &Policy) -> Result<Parsed, TokenError> {
         )));
     }
     if header.enc.is_some() {
-        return Err(malformed("the header has `enc`: encrypted tokens are not accepted"));
+        return Err(malformed(
+            "the header has `enc`: encrypted tokens are not accepted",
+        ));
     }
     let alg_name = header
         .alg

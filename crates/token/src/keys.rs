@@ -243,7 +243,9 @@ impl KeySet {
 }
 
 fn b64(field: &str, value: &Option<String>) -> Result<Vec<u8>, String> {
-    let v = value.as_deref().ok_or_else(|| format!("missing `{field}`"))?;
+    let v = value
+        .as_deref()
+        .ok_or_else(|| format!("missing `{field}`"))?;
     URL_SAFE_NO_PAD
         .decode(v.trim_end_matches('='))
         .map_err(|e| format!("`{field}` is not base64url: {e}"))
@@ -262,9 +264,9 @@ fn parse_jwk(jwk: &RawJwk, allowed: &[Algorithm]) -> Result<VerifyingKey, String
     }
     let pinned_alg = match &jwk.alg {
         None => None,
-        Some(name) => Some(
-            Algorithm::from_name(name).ok_or_else(|| format!("unsupported `alg` {name:?}"))?,
-        ),
+        Some(name) => {
+            Some(Algorithm::from_name(name).ok_or_else(|| format!("unsupported `alg` {name:?}"))?)
+        }
     };
     let (family, candidates): (KeyFamily, &[Algorithm]) = match jwk.kty.as_deref() {
         Some("RSA") => (KeyFamily::Rsa, &[Algorithm::RS256, Algorithm::PS256]),
@@ -350,8 +352,8 @@ mod tests {
 
     #[test]
     fn a_set_without_usable_keys_is_an_error() {
-        let err = KeySet::from_json(br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, &ALL)
-            .unwrap_err();
+        let err =
+            KeySet::from_json(br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#, &ALL).unwrap_err();
         assert!(err.contains("no usable signing key"), "{err}");
         assert!(KeySet::from_json(b"[]", &ALL).is_err());
         assert!(KeySet::from_json(b"\xff", &ALL).is_err());

@@ -139,8 +139,9 @@ struct Source {
     spec: MetadataSource,
     key_issuer_alias: Option<IssuerMatch>,
     state: ArcSwap<SourceState>,
-    /// When the last fetch started; held across the fetch so that concurrent
-    /// triggers wait for it instead of fetching again.
+    /// When the last on-demand fetch (unknown `kid`, missing key set) started; held
+    /// across the fetch so that concurrent triggers wait for it instead of fetching
+    /// again. Scheduled loads do not count against the cool-down.
     gate: tokio::sync::Mutex<Option<Instant>>,
     fetches: std::sync::atomic::AtomicU64,
 }
@@ -252,7 +253,9 @@ impl Provider {
             .into_iter()
             .map(|spec| {
                 let (initial_issuer, alias) = match &spec {
-                    MetadataSource::Static { issuer, .. } => (Some(IssuerMatch::parse(issuer)), None),
+                    MetadataSource::Static { issuer, .. } => {
+                        (Some(IssuerMatch::parse(issuer)), None)
+                    }
                     MetadataSource::Discovery {
                         key_issuer_alias, ..
                     } => (None, key_issuer_alias.as_deref().map(IssuerMatch::parse)),
@@ -296,11 +299,9 @@ impl Provider {
     pub async fn load(&self) -> Vec<SetupError> {
         let mut errors = Vec::new();
         for s in &self.sources {
-            let mut gate = s.gate.lock().await;
             if let Err(e) = self.fetch(s).await {
                 errors.push(e);
             }
-            *gate = Some(Instant::now());
         }
         errors
     }
@@ -394,7 +395,9 @@ impl Provider {
         if e.identity.expires_at.saturating_add(skew) <= now {
             return false;
         }
-        if e.not_before.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+        if e.not_before
+            .is_some_and(|nbf| nbf > now.saturating_add(skew))
+        {
             return false;
         }
         // Served only while the issuer still publishes this very key under its id.
@@ -614,13 +617,14 @@ impl Provider {
                         source_name: url.clone(),
                         message: format!("not a discovery document: {e}"),
                     })?;
-                let issuer = doc.access_token_issuer.or(doc.issuer).ok_or_else(|| {
-                    SetupError::Document {
-                        what: "discovery document",
-                        source_name: url.clone(),
-                        message: "names no `issuer`".into(),
-                    }
-                })?;
+                let issuer =
+                    doc.access_token_issuer
+                        .or(doc.issuer)
+                        .ok_or_else(|| SetupError::Document {
+                            what: "discovery document",
+                            source_name: url.clone(),
+                            message: "names no `issuer`".into(),
+                        })?;
                 let jwks = doc.jwks_uri.ok_or_else(|| SetupError::Document {
                     what: "discovery document",
                     source_name: url.clone(),

@@ -53,7 +53,12 @@ impl TestKey {
     pub fn sign_raw(&self, input: &[u8]) -> Vec<u8> {
         let mut sig = vec![0; self.pair.public_modulus_len()];
         self.pair
-            .sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig)
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input,
+                &mut sig,
+            )
             .unwrap();
         sig
     }
@@ -61,7 +66,12 @@ impl TestKey {
     pub fn sign_pss(&self, input: &[u8]) -> Vec<u8> {
         let mut sig = vec![0; self.pair.public_modulus_len()];
         self.pair
-            .sign(&signature::RSA_PSS_SHA256, &SystemRandom::new(), input, &mut sig)
+            .sign(
+                &signature::RSA_PSS_SHA256,
+                &SystemRandom::new(),
+                input,
+                &mut sig,
+            )
             .unwrap();
         sig
     }
