@@ -8,7 +8,8 @@
 //! they can never disagree about what a valid token is.
 //!
 //! What it is not: an authorisation policy (roles, scopes, groups and CIDRs are the
-//! policy layer's job) or a token client.
+//! policy layer's job). [`client`] can acquire tokens (client credentials, password
+//! grant) for the toolkit's own tests of a port, nothing more.
 //!
 //! Layout: [`jwt`] is the I/O-free core (parse, then verify against one key);
 //! [`keys`] parses JWKS into pre-parsed keys; [`issuer`] matches exact and
@@ -18,11 +19,13 @@
 
 mod cache;
 pub mod claims;
+pub mod client;
 pub mod error;
 pub mod issuer;
 pub mod jwt;
 pub mod keys;
 pub mod provider;
+pub mod settings;
 
 pub use claims::{Identity, IdentityKind};
 pub use error::{ErrorCode, SetupError, TokenError};
@@ -31,3 +34,4 @@ pub use keys::{Algorithm, KeySet};
 pub use provider::{
     JwksLocation, MetadataSource, Provider, ProviderConfig, SourceStatus, TokenVersion, Verified,
 };
+pub use settings::ProviderSettings;
