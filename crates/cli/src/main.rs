@@ -30,7 +30,7 @@ enum Command {
     Dev(cmd::dev::Args),
     /// Verify, decode and acquire Entra access tokens.
     #[command(subcommand)]
-    Token(cmd::token::Command),
+    Token(Box<cmd::token::Command>),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Dev(args) => cmd::dev::run(args),
-        Command::Token(c) => cmd::token::run(c),
+        Command::Token(c) => cmd::token::run(*c),
     };
     match result {
         Ok(outcome) => outcome.into(),
