@@ -39,6 +39,9 @@ pub struct CheckOptions {
     pub alpn: Vec<Vec<u8>>,
     /// Warn when the leaf expires within this many days.
     pub expiry_warn_days: i64,
+    /// Fixed addresses for host names, skipping DNS (like curl's `--resolve`): check
+    /// what an endpoint presents for a name before DNS points there.
+    pub overrides: Vec<(String, IpAddr)>,
 }
 
 /// The fixed vocabulary of findings; scripts match on these names.
@@ -210,6 +213,15 @@ pub async fn check_target(target: Target, opts: &CheckOptions) -> TargetReport {
 async fn resolve(r: &mut TargetReport, opts: &CheckOptions) -> Vec<IpAddr> {
     if let Some(ip) = r.target.ip() {
         return vec![ip];
+    }
+    let fixed: Vec<IpAddr> = opts
+        .overrides
+        .iter()
+        .filter(|(h, _)| h.eq_ignore_ascii_case(&r.target.host))
+        .map(|(_, ip)| *ip)
+        .collect();
+    if !fixed.is_empty() {
+        return fixed;
     }
     let specs = if opts.resolvers.is_empty() {
         vec![ResolverSpec::System]
