@@ -349,6 +349,13 @@ impl Conn {
             self.notes
                 .push("the server answered the ClientHello with bytes that are not TLS".into());
             Outcome::NotTls
+        } else if let Some(gap) = self.dirs.iter().find_map(|d| d.stream.gap_at()) {
+            // Bytes are missing from the capture: whatever ended the connection, the
+            // handshake cannot be judged from what was captured.
+            self.notes.push(format!(
+                "handshake not judged: a stream misses bytes from offset {gap} (packets not captured)"
+            ));
+            Outcome::TimeoutOrIncomplete
         } else if let Some((i, _)) = rst {
             closed_by = Some(side(i));
             if server_hello.is_some() {
