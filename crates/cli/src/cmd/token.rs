@@ -197,7 +197,6 @@ fn read_token(arg: Option<String>) -> Result<String> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ProvidersFile {
     #[serde(default)]
     provider: Vec<ProviderSettings>,
@@ -208,19 +207,9 @@ fn provider_from_file(path: &Path, name: Option<&str>) -> Result<ProviderConfig>
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     // Only the provider tables matter here; other sections of a gateway
-    // configuration are ignored by this command.
-    let doc: toml::Table =
+    // configuration are ignored by this command (`config check` validates them).
+    let file: ProvidersFile =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let providers = doc
-        .get("provider")
-        .cloned()
-        .unwrap_or(toml::Value::Array(vec![]));
-    let file: ProvidersFile = toml::Value::Table(toml::Table::from_iter([(
-        "provider".to_string(),
-        providers,
-    )]))
-    .try_into()
-    .map_err(|e| anyhow::anyhow!("{}: provider: {e}", path.display()))?;
     let settings = match name {
         Some(n) => file
             .provider
