@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests talk to, then
+# runs every test of the workspace.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -p intraport-token    # extra arguments go to `cargo test`
+#
+# Installs (idempotent, skipped when already present):
+#   Debian  curl openssl iproute2 iptables nftables tcpdump tshark (real peers, firewalls,
+#           captures; network namespaces need root)
+#   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
+#   PyPI    msal (Microsoft's client library) and mitmproxy into .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(curl openssl iproute2 iptables nftables tcpdump tshark)
+missing=()
+for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "test.sh: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -d tests/idp/node_modules/oidc-provider ]]; then
+  echo "test.sh: installing oidc-provider (npm) into tests/idp"
+  npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+fi
+
+py_reqs=(msal mitmproxy)
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import msal, mitmproxy' 2>/dev/null; then
+  echo "test.sh: creating .venv with ${py_reqs[*]}"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "${py_reqs[@]}"
+fi
+export INTRAPORT_TEST_PYTHON="$PWD/.venv/bin/python"
+export INTRAPORT_TEST_VENV="$PWD/.venv"
+
+cargo test --workspace "$@"
