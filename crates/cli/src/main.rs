@@ -31,6 +31,17 @@ enum Command {
     /// Verify, decode and acquire Entra access tokens.
     #[command(subcommand)]
     Token(Box<cmd::token::Command>),
+    /// The ports and flows of Entra's hybrid components (Connect, pass-through
+    /// authentication, private network connectors, ...), or the firewall rules they need.
+    Ports(cmd::ports::Args),
+    /// Check connectivity and TLS to targets or to a component's endpoints: DNS, TCP,
+    /// TLS versions and certificates, interception and silent handshake failures.
+    Check(Box<cmd::check::Args>),
+    /// Analyse the TLS handshakes in a packet capture (pcap or pcapng).
+    Pcap(cmd::pcap::Args),
+    /// Audit firewall and NAT rules (iptables, nftables, Azure NSG).
+    #[command(subcommand)]
+    Rules(cmd::rules::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +56,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => cmd::dev::run(args),
         Command::Token(c) => cmd::token::run(*c),
+        Command::Ports(args) => cmd::ports::run(args),
+        Command::Check(args) => cmd::check::run(*args),
+        Command::Pcap(args) => cmd::pcap::run(args),
+        Command::Rules(c) => cmd::rules::run(c),
     };
     match result {
         Ok(outcome) => outcome.into(),

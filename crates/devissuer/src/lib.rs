@@ -10,6 +10,13 @@
 //! RS256-signed with rotatable RSA-2048 keys. HTTPS uses a CA generated at
 //! start whose PEM is written to a file clients can trust.
 //!
+//! Tenant paths accept the tenant id or its configured domain; `common` and
+//! `organizations` serve the tenant-independent discovery documents and
+//! keys (issuer template `{tenantid}`), and on the token endpoints stand for
+//! the one configured tenant. `POST /_dev/rotate` and
+//! `POST /_dev/retire/{kid}` rotate signing keys from outside (loopback
+//! peers only).
+//!
 //! It is for local development and tests (`intraport dev`, end-to-end tests
 //! with Microsoft's own client library): it is **not** an identity provider.
 //! There is no interactive sign-in, no refresh tokens, no consent, no

@@ -400,6 +400,23 @@ async fn password_grant_v2_user_token() {
     let (_, c) = decode(body["access_token"].as_str().unwrap());
     assert_eq!(c["azpacr"], "1");
     assert_eq!(c["scp"], "access_as_user");
+
+    // The tenant-independent token endpoint stands for the one tenant.
+    let (status, body) = env
+        .post_form(
+            "/organizations/oauth2/v2.0/token",
+            &[
+                ("grant_type", "password"),
+                ("client_id", &cid),
+                ("username", demo::USERNAME),
+                ("password", demo::PASSWORD),
+                ("scope", "api://intraport-demo/access_as_user"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, c) = decode(body["access_token"].as_str().unwrap());
+    assert_eq!(c["tid"], tid);
 }
 
 #[tokio::test]

@@ -436,9 +436,10 @@ fn chain_findings(r: &mut TargetReport, n: &tls::Negotiated, opts: &CheckOptions
     }
 }
 
-/// Reports as an aligned table: one line per target, findings listed below it.
+/// Reports as an aligned table, one line per target, then the findings.
 pub fn check_table(reports: &[TargetReport]) -> String {
     let mut t = Table::new(&["TARGET", "ADDRESS", "TCP", "TLS", "CERTIFICATE", "RESULT"]);
+    let mut findings = Table::new(&["TARGET", "SEVERITY", "FINDING", "DETAIL"]);
     for r in reports {
         let tcp = r
             .tcp
@@ -482,18 +483,28 @@ pub fn check_table(reports: &[TargetReport]) -> String {
             if r.ok { "ok" } else { "FAIL" }.to_string(),
         ]);
         for f in &r.findings {
-            let sev = match f.severity {
-                Severity::Fail => "fail",
-                Severity::Warn => "warn",
-            };
             let kind = serde_json::to_value(f.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            t.row(vec![format!("  {sev}: {kind}: {}", f.message)]);
+            findings.row(vec![
+                r.target.label.clone(),
+                match f.severity {
+                    Severity::Fail => "fail",
+                    Severity::Warn => "warn",
+                }
+                .to_string(),
+                kind,
+                f.message.clone(),
+            ]);
         }
     }
-    t.render()
+    let mut out = t.render();
+    if reports.iter().any(|r| !r.findings.is_empty()) {
+        out.push('\n');
+        out.push_str(&findings.render());
+    }
+    out
 }
 
 fn tcp_word(o: &TcpOutcome) -> &'static str {

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::analysis::{Action, Analysis, FlatChain, Part};
+use crate::index::Index;
 use crate::model::{Field, Location, Packet, RuleId, Ruleset, TableKind, Target, Values, Verdict};
 use crate::space::Space;
 
@@ -399,6 +400,7 @@ fn chain_findings(
     out: &mut Vec<Finding>,
 ) {
     let rules = &chain.rules;
+    let index = Index::new(rules);
     // Occurrences of a rule that are reached: a rule is reported shadowed only if no
     // occurrence is reached.
     let mut reached: BTreeMap<RuleId, bool> = BTreeMap::new();
@@ -413,7 +415,8 @@ fn chain_findings(
         };
         let mut covering: Vec<usize> = Vec::new();
         let mut correlated: Vec<(usize, Space)> = Vec::new();
-        for (j, e) in rules[..i].iter().enumerate() {
+        for j in index.candidates(i, 0..i) {
+            let e = &rules[j];
             let Action::Decide(vj) = &e.action else {
                 continue;
             };
@@ -476,7 +479,7 @@ fn chain_findings(
             });
         }
         if r.exact
-            && let Some(f) = removable(a, chain, i, &upper, &lower, vi)
+            && let Some(f) = removable(a, chain, &index, i, &upper, &lower, vi)
         {
             out.push(f);
         }
@@ -571,6 +574,7 @@ fn dead_finding(
 fn removable(
     a: &Analysis<'_>,
     chain: &FlatChain,
+    index: &Index,
     i: usize,
     upper: &Space,
     lower: &Space,
@@ -579,7 +583,8 @@ fn removable(
     let rules = &chain.rules;
     let mut rest = upper.clone();
     let mut later = Vec::new();
-    for e in &rules[i + 1..] {
+    for j in index.candidates(i, i + 1..rules.len()) {
+        let e = &rules[j];
         let Action::Decide(vj) = &e.action else {
             continue;
         };

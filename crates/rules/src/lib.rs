@@ -18,6 +18,7 @@ pub mod audit;
 pub mod compile;
 pub mod coverage;
 pub mod error;
+mod index;
 pub mod iptables;
 pub mod model;
 pub mod nft;

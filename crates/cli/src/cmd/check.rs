@@ -123,8 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let mut expectations = match &args.expect {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             Expectations::parse(&text, &p.display().to_string())?
         }
         None => Expectations::default(),

@@ -1,5 +1,9 @@
 //! One module per top-level command: argument types and the glue that calls the
 //! feature crates and prints their results.
 
+pub mod check;
 pub mod dev;
+pub mod pcap;
+pub mod ports;
+pub mod rules;
 pub mod token;

@@ -54,7 +54,12 @@ pub struct Args {
     #[arg(long, value_enum, conflicts_with = "as_rules")]
     format: Option<PortsFormat>,
     /// Print the allow rules a firewall needs instead of the map; needs --hosts.
-    #[arg(long = "as-rules", value_enum, value_name = "DIALECT", requires = "hosts")]
+    #[arg(
+        long = "as-rules",
+        value_enum,
+        value_name = "DIALECT",
+        requires = "hosts"
+    )]
     as_rules: Option<RulesDialect>,
     /// TOML file mapping roles to addresses or CIDRs, for --as-rules.
     #[arg(long, value_name = "FILE")]
