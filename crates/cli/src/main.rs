@@ -46,6 +46,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so `intraport ports | head` would panic on the closed
+    // pipe; the one-shot commands take the default (quiet exit) like any Unix tool.
+    // Long-running servers keep ignoring it (sockets use MSG_NOSIGNAL either way).
+    if !matches!(cli.command, Command::Dev(_)) {
+        sigpipe::reset();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
