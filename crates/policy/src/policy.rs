@@ -879,6 +879,76 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_deny_reason_is_produced_through_a_route_policy() {
+        let t = identity();
+        let c = cert();
+        let mut seen = std::collections::HashSet::new();
+        let mut p = policy(IdentityRequirement::TokenAndCert);
+        p.source.deny = CidrSet::parse(&["192.0.2.0/24"], "t").unwrap();
+        seen.insert(
+            p.check_source("192.0.2.1".parse().unwrap())
+                .unwrap_err()
+                .reason,
+        );
+        p.source.allow = CidrSet::default();
+        seen.insert(
+            p.check_source("198.51.100.1".parse().unwrap())
+                .unwrap_err()
+                .reason,
+        );
+        seen.insert(deny(&p, None, Some(&c)));
+        seen.insert(deny(&p, Some(&t), None));
+        p.cert.subjects = vec!["CN=nobody".into()];
+        seen.insert(deny(&p, Some(&t), Some(&c)));
+        p.cert = CertRequirements::default();
+        let mut overage = t.clone();
+        overage.groups.clear();
+        overage.groups_overage = true;
+        let claim_cases = [
+            ClaimRequirements {
+                tenants: vec!["x".into()],
+                ..Default::default()
+            },
+            ClaimRequirements {
+                roles_any: vec!["x".into()],
+                ..Default::default()
+            },
+            ClaimRequirements {
+                scopes_any: vec!["x".into()],
+                ..Default::default()
+            },
+            ClaimRequirements {
+                groups_any: vec!["x".into()],
+                ..Default::default()
+            },
+            ClaimRequirements {
+                app_ids: vec!["x".into()],
+                ..Default::default()
+            },
+            ClaimRequirements {
+                versions: vec!["1.0".into()],
+                ..Default::default()
+            },
+            ClaimRequirements {
+                kinds: vec![IdentityKind::App],
+                ..Default::default()
+            },
+        ];
+        for claims in claim_cases {
+            p.claims = claims;
+            seen.insert(deny(&p, Some(&t), Some(&c)));
+        }
+        p.claims = ClaimRequirements {
+            groups_any: vec!["x".into()],
+            ..Default::default()
+        };
+        seen.insert(deny(&p, Some(&overage), Some(&c)));
+        for r in DenyReason::ALL {
+            assert!(seen.contains(&r), "{} never produced", r.code());
+        }
+    }
+
+    #[test]
     fn serde_names() {
         #[derive(Deserialize)]
         struct C {
