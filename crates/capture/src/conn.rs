@@ -312,16 +312,6 @@ impl Conn {
                 }
             }
         }
-        let alert = [c, s]
-            .into_iter()
-            .filter_map(|i| self.dirs[i].alert.as_ref().map(|a| (i, a)))
-            .min_by_key(|(_, a)| a.2)
-            .map(|(i, (level, description, _, packet))| Alert {
-                from: side(i),
-                level: level.clone(),
-                description: description.clone(),
-                packet: *packet,
-            });
         // First RST, else first FIN, by time.
         let ender = |pick: fn(&Dir) -> Option<(i64, u64)>| {
             [c, s]
@@ -331,9 +321,55 @@ impl Conn {
         };
         let rst = ender(|d| d.rst);
         let fin = ender(|d| d.fin);
+        let first_close = [rst, fin].into_iter().flatten().min_by_key(|e| e.1);
+        let mut alert = [c, s]
+            .into_iter()
+            .filter_map(|i| self.dirs[i].alert.as_ref().map(|a| (i, a)))
+            .min_by_key(|(_, a)| a.2)
+            .map(|(i, (level, description, ts, packet))| {
+                (
+                    *ts,
+                    Alert {
+                        from: side(i),
+                        level: level.clone(),
+                        description: description.clone(),
+                        packet: *packet,
+                    },
+                )
+            });
+        // An alert sent after the other side had already hung up answers the close
+        // (OpenSSL does so); the close, not the alert, ended the handshake.
+        if let (Some((ts, a)), Some((closer, closed_at))) = (&alert, first_close) {
+            if side(closer) != a.from && closed_at < *ts {
+                self.notes.push(format!(
+                    "{:?} sent alert {} after the {:?} had closed",
+                    a.from,
+                    a.description,
+                    side(closer)
+                ));
+                alert = None;
+            }
+        }
+        let alert = alert.map(|(_, a)| a);
 
         let mut closed_by = None;
         let outcome = if self.dirs.iter().all(|d| d.payload_bytes == 0) {
+            Outcome::NoPayload
+        } else if self.dirs[c].syn.is_some()
+            && self.dirs[c].payload_bytes == 0
+            && !self.dirs[s].not_tls
+        {
+            // The whole connection is in the capture and the client never sent a
+            // byte: no handshake was attempted (a port check, say), whatever the
+            // server said on its way out (OpenSSL answers the close with an alert).
+            self.notes.push(format!(
+                "the client sent nothing; the server sent {} bytes{}",
+                self.dirs[s].payload_bytes,
+                match &self.dirs[s].alert {
+                    Some((_, d, _, _)) => format!(" (TLS alert {d})"),
+                    None => String::new(),
+                }
+            ));
             Outcome::NoPayload
         } else if client_hello.is_none() {
             if self.dirs.iter().any(|d| d.not_tls) || !self.dirs.iter().any(|d| d.any_record) {
@@ -354,6 +390,22 @@ impl Conn {
             // handshake cannot be judged from what was captured.
             self.notes.push(format!(
                 "handshake not judged: a stream misses bytes from offset {gap} (packets not captured)"
+            ));
+            Outcome::TimeoutOrIncomplete
+        } else if let Some((i, t)) =
+            first_close.filter(|&(i, _)| i == c && self.dirs[s].payload_bytes == 0)
+        {
+            // The client hung up without a single byte from the server: it gave up
+            // waiting for an answer to its ClientHello. That is a stall seen from the
+            // client (a silent drop on the path), not a refusal by the server.
+            closed_by = Some(side(i));
+            let hello_ts = self.dirs[c]
+                .client_hello
+                .as_ref()
+                .map_or(start, |(_, t)| *t);
+            self.notes.push(format!(
+                "the client closed {:.0} ms after its ClientHello without any answer from the server",
+                t.saturating_sub(hello_ts) as f64 / 1e6
             ));
             Outcome::TimeoutOrIncomplete
         } else if let Some((i, _)) = rst {

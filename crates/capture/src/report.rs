@@ -52,13 +52,17 @@ pub enum Outcome {
     /// A FIN after the ServerHello, before the handshake completed.
     ClosedDuringHandshake,
     /// The handshake started and neither completed nor ended before the capture
-    /// did: a stall (see [`Connection::idle_ms`]) or a capture stopped too early.
+    /// did: a stall (see [`Connection::idle_ms`]) or a capture stopped too early; or
+    /// the client gave up and closed without a single byte from the server (a stall
+    /// seen from the client; `closed_by` is then the client).
     TimeoutOrIncomplete,
     /// The connection carries something other than TLS.
     NotTls,
     /// TLS records, but the handshake happened before the capture started.
     HandshakeNotCaptured,
-    /// No payload at all (refused, or opened and closed without data).
+    /// No payload at all (refused, or opened and closed without data), or none from
+    /// a client whose connection was captured from its SYN (a port check; a note
+    /// says what the server sent anyway).
     NoPayload,
 }
 

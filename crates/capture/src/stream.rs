@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 const MAX_PENDING: usize = 1 << 20;
 /// Out-of-order segments held before giving up on a direction.
 const MAX_PENDING_SEGMENTS: usize = 4096;
+/// Holes remembered after giving up (see [`Stream::holes`]).
+const MAX_HOLES: usize = 64;
 
 /// What one segment was.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,6 +40,10 @@ pub(crate) struct Stream {
     /// or the caller said it needs no more); retransmissions are still counted
     /// against `delivered`.
     given_up: bool,
+    /// After giving up: byte ranges that segments arriving ahead of their turn
+    /// skipped, so that the late segment filling one counts as new data, not as a
+    /// retransmission. Bounded (the oldest are forgotten).
+    holes: Vec<(u64, u64)>,
 }
 
 impl Stream {
@@ -76,12 +82,23 @@ impl Stream {
         }
         let start = u64::from(rel);
         let end = start + data.len() as u64;
+        if self.given_up {
+            let filled = self.fill_holes(start, end.min(self.delivered));
+            if end > self.delivered {
+                if start > self.delivered {
+                    self.add_hole(self.delivered, start);
+                }
+                self.delivered = end;
+                return Arrival::New;
+            }
+            return if filled {
+                Arrival::New
+            } else {
+                Arrival::Retransmission
+            };
+        }
         if end <= self.delivered {
             return Arrival::Retransmission;
-        }
-        if self.given_up {
-            self.delivered = self.delivered.max(end);
-            return Arrival::New;
         }
         if self.covered(start.max(self.delivered), end) {
             return Arrival::Retransmission;
@@ -96,7 +113,8 @@ impl Stream {
                 || self.pending_bytes + data.len() > MAX_PENDING
             {
                 self.give_up();
-                self.delivered = self.delivered.max(end);
+                self.add_hole(self.delivered, start);
+                self.delivered = end;
                 return Arrival::New;
             }
             self.pending_bytes += data.len();
@@ -116,6 +134,41 @@ impl Stream {
         self.given_up = true;
         self.pending.clear();
         self.pending_bytes = 0;
+    }
+
+    fn add_hole(&mut self, start: u64, end: u64) {
+        if start < end {
+            if self.holes.len() >= MAX_HOLES {
+                self.holes.remove(0);
+            }
+            self.holes.push((start, end));
+        }
+    }
+
+    /// Take `[start, end)` out of the holes; whether it filled any part of one.
+    fn fill_holes(&mut self, start: u64, end: u64) -> bool {
+        if start >= end || self.holes.is_empty() {
+            return false;
+        }
+        let mut filled = false;
+        let mut left = Vec::with_capacity(self.holes.len() + 1);
+        for &(a, b) in &self.holes {
+            if start < b && a < end {
+                filled = true;
+                if a < start {
+                    left.push((a, start));
+                }
+                if end < b {
+                    left.push((end, b));
+                }
+            } else {
+                left.push((a, b));
+            }
+        }
+        let excess = left.len().saturating_sub(MAX_HOLES);
+        left.drain(..excess);
+        self.holes = left;
+        filled
     }
 
     /// Offset of the first missing byte when data beyond a gap is held, i.e. the
@@ -196,6 +249,27 @@ mod tests {
         assert_eq!(feed(&mut s, 1007, b"hijk"), (Arrival::New, b"jk".to_vec()));
         // A repeated SYN is a retransmission.
         assert!(s.syn(999));
+    }
+
+    #[test]
+    fn after_giving_up_reordering_is_not_retransmission() {
+        let mut s = Stream::default();
+        s.syn(999);
+        assert_eq!(feed(&mut s, 1000, b"abc").0, Arrival::New);
+        s.give_up();
+        // "ghi" overtakes "def": "def" then fills the hole, it is not old data.
+        assert_eq!(feed(&mut s, 1006, b"ghi").0, Arrival::New);
+        assert_eq!(feed(&mut s, 1003, b"def").0, Arrival::New);
+        // Now both are old.
+        assert_eq!(feed(&mut s, 1003, b"def").0, Arrival::Retransmission);
+        assert_eq!(feed(&mut s, 1006, b"ghi").0, Arrival::Retransmission);
+        // A hole filled in two pieces.
+        assert_eq!(feed(&mut s, 1015, b"xyz").0, Arrival::New);
+        assert_eq!(feed(&mut s, 1012, b"pq").0, Arrival::New);
+        assert_eq!(feed(&mut s, 1009, b"mno").0, Arrival::New);
+        assert_eq!(feed(&mut s, 1014, b"r").0, Arrival::New);
+        assert_eq!(feed(&mut s, 1012, b"pqr").0, Arrival::Retransmission);
+        assert!(s.holes.is_empty());
     }
 
     #[test]

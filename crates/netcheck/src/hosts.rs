@@ -77,6 +77,45 @@ impl Hosts {
     }
 }
 
+impl Hosts {
+    /// Add the addresses of one command-line argument `ROLE=ADDR[,ADDR...]` (as given
+    /// to `--host`), after those already known for the role. `origin` names the
+    /// argument in errors.
+    pub fn add_arg(&mut self, arg: &str, origin: &str, map: &PortMap) -> Result<(), Error> {
+        let bad = |field: &str, message: String| Error::input(origin, field, message);
+        let Some((role, addrs)) = arg.split_once('=') else {
+            return Err(bad(
+                arg,
+                "expected ROLE=ADDRESS[,ADDRESS...], e.g. domain-controller=10.0.1.10".into(),
+            ));
+        };
+        let role = role.trim();
+        if !map.roles.contains_key(role) {
+            return Err(bad(
+                role,
+                format!(
+                    "unknown role; the port map's roles are: {}",
+                    map.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let mut nets = Vec::new();
+        for a in addrs.split(',') {
+            nets.push(parse_net(a).ok_or_else(|| {
+                bad(
+                    role,
+                    format!("expected an IP address or CIDR, found {:?}", a.trim()),
+                )
+            })?);
+        }
+        self.roles.entry(role.to_string()).or_default().extend(nets);
+        if self.origin.is_empty() {
+            self.origin = origin.to_string();
+        }
+        Ok(())
+    }
+}
+
 /// An address (as a host network) or a CIDR, normalised to its network address.
 fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
@@ -105,6 +144,41 @@ mod tests {
             hosts.roles["domain-controller"][0].to_string(),
             "10.0.1.0/24"
         );
+    }
+
+    #[test]
+    fn command_line_roles_add_to_the_file() {
+        let map = PortMap::builtin().unwrap();
+        let mut hosts = Hosts::parse("connect-server = [\"10.0.0.5\"]\n", "h.toml", &map).unwrap();
+        hosts
+            .add_arg("domain-controller=10.0.1.10, 10.0.2.0/24", "--host", &map)
+            .unwrap();
+        hosts
+            .add_arg("connect-server=10.0.0.6", "--host", &map)
+            .unwrap();
+        assert_eq!(hosts.roles["connect-server"].len(), 2);
+        assert_eq!(
+            hosts.roles["domain-controller"][1].to_string(),
+            "10.0.2.0/24"
+        );
+        let err = hosts
+            .add_arg("domain-controller", "--host", &map)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--host: domain-controller: expected ROLE="),
+            "{err}"
+        );
+        let err = hosts
+            .add_arg("toaster=10.0.0.1", "--host", &map)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--host: toaster: unknown role"), "{err}");
+        let err = hosts
+            .add_arg("domain-controller=10.0.0.300", "--host", &map)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"10.0.0.300\""), "{err}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct CertSummary {
 /// A completed handshake.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Negotiated {
-    /// `TLSv1_3` or `TLSv1_2`.
+    /// `TLSv1.3` or `TLSv1.2` (the names `intraport pcap` and Wireshark use).
     pub version: String,
     /// IANA cipher suite name.
     pub cipher_suite: String,
@@ -305,11 +305,11 @@ async fn handshake_inner(
     let (_, conn) = tls.get_ref();
     let version = conn
         .protocol_version()
-        .map(|v| format!("{v:?}"))
+        .map(|v| version_name(u16::from(v)))
         .unwrap_or_default();
     let cipher_suite = conn
         .negotiated_cipher_suite()
-        .map(|c| format!("{:?}", c.suite()))
+        .map(|c| cipher_name(u16::from(c.suite())))
         .unwrap_or_default();
     let alpn = conn
         .alpn_protocol()
@@ -474,4 +474,24 @@ pub fn roots_from_pem(path: &str) -> Result<RootCertStore, crate::Error> {
         ));
     }
     Ok(store)
+}
+
+/// The usual name of a protocol version (`TLSv1.3`), as `intraport pcap` reports it,
+/// so that a check and a capture of it can be compared field by field.
+fn version_name(v: u16) -> String {
+    match v {
+        0x0301 => "TLSv1.0".into(),
+        0x0302 => "TLSv1.1".into(),
+        0x0303 => "TLSv1.2".into(),
+        0x0304 => "TLSv1.3".into(),
+        v => format!("0x{v:04x}"),
+    }
+}
+
+/// The IANA name of a cipher suite (rustls's own names differ for TLS 1.3:
+/// `TLS13_AES_128_GCM_SHA256` for IANA's `TLS_AES_128_GCM_SHA256`).
+fn cipher_name(id: u16) -> String {
+    tls_parser::TlsCipherSuite::from_id(id)
+        .map(|c| c.name.to_string())
+        .unwrap_or_else(|| format!("0x{id:04x}"))
 }

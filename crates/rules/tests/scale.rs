@@ -67,13 +67,23 @@ fn generated_ruleset_is_audited_exactly() {
             .filter(|f| f.kind == Kind::UnknownMatch)
             .collect::<Vec<_>>()
     );
-    let by_kind: BTreeMap<String, usize> = report.findings.iter().fold(BTreeMap::new(), |mut m, f| {
-        *m.entry(f.kind.to_string()).or_default() += 1;
-        m
-    });
+    let by_kind: BTreeMap<String, usize> =
+        report.findings.iter().fold(BTreeMap::new(), |mut m, f| {
+            *m.entry(f.kind.to_string()).or_default() += 1;
+            m
+        });
     // A ruleset this size, written by hand over years, has all of these.
-    for k in ["shadowed", "redundant", "correlated", "nat-overlap", "permissive"] {
-        assert!(by_kind.get(k).is_some_and(|n| *n > 0), "no {k}: {by_kind:?}");
+    for k in [
+        "shadowed",
+        "redundant",
+        "correlated",
+        "nat-overlap",
+        "permissive",
+    ] {
+        assert!(
+            by_kind.get(k).is_some_and(|n| *n > 0),
+            "no {k}: {by_kind:?}"
+        );
     }
 
     let a = Analysis::new(&rs);
@@ -124,7 +134,10 @@ fn generated_ruleset_is_audited_exactly() {
         let Some(ex) = &f.example else {
             // A rule nothing can reach here (e.g. a zone chain's rule for another
             // zone's sources): no packet to show; the loop above proves it dead.
-            assert!(f.related.is_empty() && f.message.starts_with("no packet"), "{f:#?}");
+            assert!(
+                f.related.is_empty() && f.message.starts_with("no packet"),
+                "{f:#?}"
+            );
             continue;
         };
         let (_, by) = common::first_match(&rs, chain.table, chain.chain, ex);

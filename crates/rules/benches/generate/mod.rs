@@ -92,9 +92,9 @@ pub fn iptables(n: usize) -> String {
             60..=64 => format!(
                 "-s {src} -d {dst} -p {proto} -m {proto} --dport {port} -m comment --comment \"ticket {i}\" -j ACCEPT"
             ),
-            65..=71 => format!(
-                "-s {src} -d {dst} -p tcp -m multiport --dports {port},443,8443 -j ACCEPT"
-            ),
+            65..=71 => {
+                format!("-s {src} -d {dst} -p tcp -m multiport --dports {port},443,8443 -j ACCEPT")
+            }
             72..=76 => {
                 let lo = 1024 + g.next(50_000);
                 format!(
@@ -110,7 +110,9 @@ pub fn iptables(n: usize) -> String {
                 "-m iprange --src-range 10.{z}.{a}.1-10.{z}.{a}.99 -d {dst} -p tcp -m tcp --dport {port} -j ACCEPT",
                 a = g.next(256)
             ),
-            89..=90 => format!("-s {src} -p {proto} -m {proto} --dport {port} -j LOG --log-prefix \"fw \""),
+            89..=90 => {
+                format!("-s {src} -p {proto} -m {proto} --dport {port} -j LOG --log-prefix \"fw \"")
+            }
             // Wide rules: whole subnets, high port ranges, any destination.
             91..=93 => format!(
                 "-s 10.{z}.0.0/16 -d 172.16.{}.0/24 -p tcp -m tcp --dport 1024:65535 -j ACCEPT",
