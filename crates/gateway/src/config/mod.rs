@@ -1,0 +1,1087 @@
+//! Configuration: the TOML file (see `examples/gateway.toml`), read into raw serde
+//! structs that reject unknown keys, then validated into a [`Config`], the only form
+//! the data plane sees. Validation reports **every** problem with its file, line,
+//! column and field path: unknown keys, wrong types, bad addresses and CIDRs,
+//! unreadable or mismatched certificates, unknown listener and provider names,
+//! overlapping routes, and combinations that cannot work (a TLS listener without a
+//! certificate, a route needing a client certificate on a listener that asks for none).
+//!
+//! String values may refer to the environment: `${NAME}` (an error when unset or
+//! empty) or `${NAME:-default}`; `$$` is a literal `$`.
+
+mod doc;
+mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use intraport_policy::{
+    CertRequirements, CidrSet, ClaimRequirements, IdentityRequirement, RouteEntry, RoutePolicy,
+    RouteTable, SourceRule,
+};
+use intraport_token::{IdentityKind, ProviderConfig, ProviderSettings, SetupError};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::tls::{self, ClientCertMode, TlsSpec};
+use doc::{Diagnostics, join, typed};
+use raw::{RawAdmin, RawListener, RawRoute, RawServer, RawTls};
+
+/// One configuration problem, located.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when the configuration came from one.
+    pub file: Option<PathBuf>,
+    /// 1-based line (0 when the problem is not at one place, e.g. an unreadable file).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The field, e.g. `route[2].source.allow[1]` (empty for the whole file).
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self
+            .file
+            .as_ref()
+            .map_or_else(|| "<config>".to_string(), |p| p.display().to_string());
+        if self.line > 0 {
+            write!(f, "{file}:{}:{}: ", self.line, self.column)?;
+        } else {
+            write!(f, "{file}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 over TLS.
+    Https,
+    /// Plain HTTP/1.1 (and HTTP/2 with prior knowledge); only when written explicitly.
+    Http,
+    /// Raw TCP, proxied byte for byte (TLS passes through untouched).
+    Tcp,
+    /// TLS terminated here, then raw bytes to the upstream.
+    Tls,
+}
+
+impl Protocol {
+    /// Whether the listener carries HTTP routes.
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Http)
+    }
+
+    /// Whether the listener terminates TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Tls)
+    }
+
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Https => "https",
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+        }
+    }
+}
+
+/// A checked HTTP route.
+#[derive(Debug)]
+pub struct HttpRoute {
+    /// Route name (logs, audit).
+    pub name: String,
+    /// Upstream scheme and authority (`http://host:port`).
+    pub upstream: http::uri::Uri,
+    /// CA certificates for an `https` upstream (`None`: the system's roots).
+    pub upstream_ca: Option<Arc<rustls::RootCertStore>>,
+    /// Time to connect to the upstream.
+    pub connect_timeout: Duration,
+    /// Time until the upstream's response head arrives.
+    pub response_timeout: Duration,
+    /// Identity and claims policy.
+    pub policy: RoutePolicy,
+    /// Index of the provider in [`Config::providers`].
+    pub provider: Option<usize>,
+    /// Remove `Authorization` before forwarding.
+    pub strip_authorization: bool,
+}
+
+/// A checked TCP route (the only route of a `tcp` or `tls` listener).
+#[derive(Debug)]
+pub struct TcpRoute {
+    /// Route name.
+    pub name: String,
+    /// `host:port` of the upstream.
+    pub upstream: String,
+    /// Time to connect to the upstream.
+    pub connect_timeout: Duration,
+    /// A connection with no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Source and client-certificate policy.
+    pub policy: RoutePolicy,
+}
+
+/// The routes of a listener.
+#[derive(Debug)]
+pub enum Routes {
+    /// Host and path-prefix routes.
+    Http {
+        /// The lookup table.
+        table: RouteTable<Arc<HttpRoute>>,
+        /// The same routes in file order.
+        routes: Vec<Arc<HttpRoute>>,
+    },
+    /// One raw TCP route.
+    Tcp(Arc<TcpRoute>),
+}
+
+/// A checked listener and its routes.
+#[derive(Debug)]
+pub struct Listener {
+    /// Name (routes refer to it).
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// TLS settings, for `https` and `tls`.
+    pub tls: Option<TlsSpec>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: CidrSet,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Its routes.
+    pub routes: Routes,
+}
+
+/// A checked provider.
+#[derive(Debug)]
+pub struct ProviderSpec {
+    /// Name routes refer to.
+    pub name: String,
+    /// What the token crate needs.
+    pub config: ProviderConfig,
+    /// Equal fingerprints mean equal settings: a reload keeps the running provider
+    /// (its keys and verified-token cache) when its settings did not change.
+    pub fingerprint: String,
+}
+
+/// A validated configuration: what the gateway runs.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from (reloads re-read it).
+    pub file: Option<PathBuf>,
+    /// Worker threads of the runtime (`None`: one per core).
+    pub worker_threads: Option<usize>,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_grace: Duration,
+    /// Whether the file is watched for changes (reloaded when it changes).
+    pub watch_config: bool,
+    /// The admin listener (`/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Identity providers.
+    pub providers: Vec<ProviderSpec>,
+    /// Listeners with their routes.
+    pub listeners: Vec<Listener>,
+}
+
+/// Read and validate a configuration file.
+pub fn load_config(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: Some(path.to_path_buf()),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("cannot read the configuration: {e}"),
+        }]
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    build(&text, &base, Some(path))
+}
+
+impl Config {
+    /// Validate a configuration given as TOML text; relative paths are taken from
+    /// `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        build(text, base_dir, None)
+    }
+
+    /// The listener names, in file order.
+    pub fn listener_names(&self) -> Vec<&str> {
+        self.listeners.iter().map(|l| l.name.as_str()).collect()
+    }
+}
+
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+    let mut d = Diagnostics::new(text, file);
+    let Some(mut root) = doc::parse(text, &mut d) else {
+        return Err(d.errors);
+    };
+    doc::expand_env(root.get_mut(), "", &mut d);
+    let root = root.into_inner();
+    for (k, v) in root.iter() {
+        let key = k.get_ref().as_ref();
+        let want_array = matches!(key, "provider" | "listener" | "route");
+        match key {
+            "server" | "admin" | "provider" | "listener" | "route" => {
+                let is_array = matches!(v.get_ref(), DeValue::Array(_));
+                if want_array && !is_array {
+                    d.at(
+                        Some(k.span()),
+                        key,
+                        format!("write [[{key}]]: a list of tables"),
+                    );
+                } else if !want_array && !matches!(v.get_ref(), DeValue::Table(_)) {
+                    d.at(Some(k.span()), key, format!("write [{key}]: a table"));
+                }
+            }
+            other => d.at(
+                Some(k.span()),
+                other,
+                format!(
+                    "unknown section `{other}`: expected server, admin, provider, listener or route"
+                ),
+            ),
+        }
+    }
+    let server: RawServer = table(&root, "server")
+        .and_then(|v| typed(v, "server", &mut d))
+        .unwrap_or_default();
+    let admin: RawAdmin = table(&root, "admin")
+        .and_then(|v| typed(v, "admin", &mut d))
+        .unwrap_or_default();
+    if let Some(w) = &server.worker_threads {
+        if *w.get_ref() == 0 {
+            d.at_value(w, "server.worker_threads", "must be at least 1");
+        }
+    }
+    let admin_listen = match &admin.listen {
+        Some(s) => parse_addr(s, "admin.listen", &mut d),
+        None => DEFAULT_ADMIN.parse().ok(),
+    };
+
+    let providers = providers(&root, base, &mut d);
+    let mut listeners = listeners(&root, base, &mut d);
+    routes(&root, base, &providers, &mut listeners, &mut d);
+
+    let mut built = Vec::new();
+    for l in listeners {
+        let Some(l) = l else { continue };
+        match finish_listener(l, &mut d) {
+            Some(l) => built.push(l),
+            None => continue,
+        }
+    }
+    if !d.errors.is_empty() {
+        return Err(d.errors);
+    }
+    Ok(Config {
+        file: file.map(Path::to_path_buf),
+        worker_threads: server.worker_threads.map(Spanned::into_inner),
+        shutdown_grace: Duration::from_secs(server.shutdown_grace_seconds.unwrap_or(30)),
+        watch_config: server.watch_config.unwrap_or(true),
+        admin_listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+        providers: providers.into_iter().flatten().collect(),
+        listeners: built,
+    })
+}
+
+fn table<'a, 'i>(root: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+    root.get(key)
+        .filter(|v| matches!(v.get_ref(), DeValue::Table(_)))
+}
+
+/// The elements of a `[[key]]` list with their paths.
+fn elements<'a, 'i>(root: &'a DeTable<'i>, key: &str) -> Vec<(String, &'a Spanned<DeValue<'i>>)> {
+    match root.get(key).map(Spanned::get_ref) {
+        Some(DeValue::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{key}[{i}]"), v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The span of a key's value in a table element, else of the element.
+fn span_of(elem: &Spanned<DeValue<'_>>, key: &str) -> Range<usize> {
+    match elem.get_ref() {
+        DeValue::Table(t) => t.get(key).map_or_else(|| elem.span(), Spanned::span),
+        _ => elem.span(),
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn parse_addr(s: &Spanned<String>, path: &str, d: &mut Diagnostics<'_>) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            d.at_value(
+                s,
+                path,
+                format!(
+                    "`{}` is not an address: expected IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443",
+                    s.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn providers(
+    root: &DeTable<'_>,
+    base: &Path,
+    d: &mut Diagnostics<'_>,
+) -> Vec<Option<ProviderSpec>> {
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (path, elem) in elements(root, "provider") {
+        let Some(settings) = typed::<ProviderSettings>(elem, &path, d) else {
+            out.push(None);
+            continue;
+        };
+        if names.insert(settings.name.clone(), out.len()).is_some() {
+            d.at(
+                Some(span_of(elem, "name")),
+                join(&path, "name"),
+                format!("provider `{}` is defined twice", settings.name),
+            );
+        }
+        match settings.to_config(base) {
+            Ok(config) => out.push(Some(ProviderSpec {
+                name: settings.name.clone(),
+                config,
+                // ProviderSettings has no PartialEq; its Debug form names every
+                // setting, after environment expansion, so it serves as a fingerprint.
+                fingerprint: format!("{settings:?}@{}", base.display()),
+            })),
+            Err(e) => {
+                let (field, message) = match &e {
+                    SetupError::Config { field, message } => (*field, message.clone()),
+                    other => ("", other.to_string()),
+                };
+                // `field` may list alternatives ("authority/tenant, discovery, issuer").
+                let key = field
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .find(|k| matches!(elem.get_ref(), DeValue::Table(t) if t.contains_key(*k)))
+                    .unwrap_or("");
+                let span = if key.is_empty() {
+                    elem.span()
+                } else {
+                    span_of(elem, key)
+                };
+                d.at(
+                    Some(span),
+                    if key.is_empty() {
+                        path.clone()
+                    } else {
+                        join(&path, key)
+                    },
+                    message,
+                );
+                out.push(None);
+            }
+        }
+    }
+    out
+}
+
+/// A listener being built: routes are added as they are read.
+struct PendingListener {
+    name: String,
+    listen: SocketAddr,
+    protocol: Protocol,
+    tls: Option<TlsSpec>,
+    trusted_proxies: CidrSet,
+    handshake_timeout: Duration,
+    span: Range<usize>,
+    path: String,
+    /// Its TLS settings were wrong (already reported).
+    tls_failed: bool,
+    http: Vec<RouteEntry<Arc<HttpRoute>>>,
+    /// Host and prefix of every HTTP route naming this listener, valid or not, so
+    /// that overlaps and "no route" are judged on what the file says.
+    http_keys: Vec<RouteEntry<()>>,
+    /// (route name, route path, route span) for locating overlaps.
+    http_spans: Vec<(String, String, Range<usize>)>,
+    /// Routes naming this listener, valid or not.
+    route_count: usize,
+    tcp: Vec<Arc<TcpRoute>>,
+}
+
+fn listeners(
+    root: &DeTable<'_>,
+    base: &Path,
+    d: &mut Diagnostics<'_>,
+) -> Vec<Option<PendingListener>> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (path, elem) in elements(root, "listener") {
+        let Some(raw) = typed::<RawListener>(elem, &path, d) else {
+            out.push(None);
+            continue;
+        };
+        out.push(listener(
+            raw,
+            &path,
+            elem.span(),
+            base,
+            &mut names,
+            &mut addrs,
+            d,
+        ));
+    }
+    out
+}
+
+fn listener(
+    raw: RawListener,
+    path: &str,
+    span: Range<usize>,
+    base: &Path,
+    names: &mut HashSet<String>,
+    addrs: &mut HashSet<SocketAddr>,
+    d: &mut Diagnostics<'_>,
+) -> Option<PendingListener> {
+    if !names.insert(raw.name.get_ref().clone()) {
+        d.at_value(
+            &raw.name,
+            join(path, "name"),
+            format!("listener `{}` is defined twice", raw.name.get_ref()),
+        );
+    }
+    let listen = parse_addr(&raw.listen, &join(path, "listen"), d);
+    if let Some(a) = listen {
+        if !addrs.insert(a) && a.port() != 0 {
+            d.at_value(
+                &raw.listen,
+                join(path, "listen"),
+                format!("another listener already listens on {a}"),
+            );
+        }
+    }
+    let protocol = match raw.protocol.get_ref().as_str() {
+        "https" => Some(Protocol::Https),
+        "http" => Some(Protocol::Http),
+        "tcp" => Some(Protocol::Tcp),
+        "tls" => Some(Protocol::Tls),
+        other => {
+            d.at_value(
+                &raw.protocol,
+                join(path, "protocol"),
+                format!("unknown protocol `{other}`: expected https, http, tcp or tls"),
+            );
+            None
+        }
+    };
+    let tls = match (protocol, &raw.tls) {
+        (Some(p), None) if p.is_tls() => {
+            d.at(
+                Some(raw.protocol.span()),
+                join(path, "tls"),
+                format!(
+                    "a `{}` listener needs a [listener.tls] table with `cert` and `key`",
+                    p.as_str()
+                ),
+            );
+            None
+        }
+        (Some(p), Some(t)) if !p.is_tls() => {
+            d.at_value(t, join(path, "tls"), format!(
+                "a `{}` listener does not terminate TLS: remove [listener.tls] or use protocol {}",
+                p.as_str(),
+                if p == Protocol::Http { "https" } else { "tls" }
+            ));
+            None
+        }
+        (_, Some(t)) => tls_spec(t.get_ref(), &join(path, "tls"), base, d),
+        _ => None,
+    };
+    let mut nets = Vec::new();
+    for (i, s) in raw.trusted_proxies.iter().enumerate() {
+        match intraport_policy::parse_net(s.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(e) => d.at_value(s, format!("{path}.trusted_proxies[{i}]"), e.to_string()),
+        }
+    }
+    if !nets.is_empty() && protocol.is_some_and(|p| !p.is_http()) {
+        d.at(
+            Some(span.clone()),
+            join(path, "trusted_proxies"),
+            "only HTTP listeners read forwarded headers",
+        );
+    }
+    let tls_failed = protocol.is_some_and(Protocol::is_tls) && tls.is_none();
+    // Kept even when something above was wrong, so that its routes are still checked
+    // (the configuration as a whole is refused anyway).
+    Some(PendingListener {
+        name: raw.name.into_inner(),
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        protocol: protocol?,
+        tls,
+        trusted_proxies: CidrSet::new(nets),
+        handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.unwrap_or(10_000)),
+        span,
+        path: path.to_string(),
+        tls_failed,
+        http: Vec::new(),
+        http_keys: Vec::new(),
+        http_spans: Vec::new(),
+        route_count: 0,
+        tcp: Vec::new(),
+    })
+}
+
+fn tls_spec(t: &RawTls, path: &str, base: &Path, d: &mut Diagnostics<'_>) -> Option<TlsSpec> {
+    let before = d.errors.len();
+    let cert = resolve(base, t.cert.get_ref());
+    let key = resolve(base, t.key.get_ref());
+    if let Err(e) = tls::load_certified_key(&cert, &key) {
+        let at = if e.contains("private key") {
+            &t.key
+        } else {
+            &t.cert
+        };
+        d.at_value(
+            at,
+            join(
+                path,
+                if e.contains("private key") {
+                    "key"
+                } else {
+                    "cert"
+                },
+            ),
+            e,
+        );
+    }
+    let tls13_only = match t.min_version.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(other) => {
+            if let Some(v) = &t.min_version {
+                d.at_value(
+                    v,
+                    join(path, "min_version"),
+                    format!("`{other}` is not offered: expected \"1.2\" or \"1.3\""),
+                );
+            }
+            false
+        }
+    };
+    let client_ca = match &t.client_ca {
+        Some(p) => match tls::load_roots(&resolve(base, p.get_ref())) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                d.at_value(p, join(path, "client_ca"), e);
+                None
+            }
+        },
+        None => None,
+    };
+    let client_cert = match t.client_cert.as_ref().map(|v| v.get_ref().as_str()) {
+        None if t.client_ca.is_some() => ClientCertMode::Optional,
+        None | Some("none") => ClientCertMode::None,
+        Some("optional") => ClientCertMode::Optional,
+        Some("required") => ClientCertMode::Required,
+        Some(other) => {
+            if let Some(v) = &t.client_cert {
+                d.at_value(
+                    v,
+                    join(path, "client_cert"),
+                    format!("`{other}`: expected \"none\", \"optional\" or \"required\""),
+                );
+            }
+            ClientCertMode::None
+        }
+    };
+    if client_cert != ClientCertMode::None && t.client_ca.is_none() {
+        if let Some(v) = &t.client_cert {
+            d.at_value(
+                v,
+                join(path, "client_cert"),
+                "client certificates need `client_ca`, the CA file they must chain to",
+            );
+        }
+    }
+    if d.errors.len() > before {
+        return None;
+    }
+    Some(TlsSpec {
+        cert,
+        key,
+        tls13_only,
+        client_ca,
+        client_cert,
+        reload_interval: Duration::from_secs(t.reload_interval_seconds.unwrap_or(5).max(1)),
+    })
+}
+
+fn routes(
+    root: &DeTable<'_>,
+    base: &Path,
+    providers: &[Option<ProviderSpec>],
+    listeners: &mut [Option<PendingListener>],
+    d: &mut Diagnostics<'_>,
+) {
+    let mut names = HashSet::new();
+    // Indexes into the valid providers, which become `Config::providers`.
+    let provider_index: HashMap<&str, Option<usize>> = providers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), Some(i)))
+        .collect();
+    let bad_providers: HashSet<String> = elements(root, "provider")
+        .iter()
+        .filter_map(|(_, e)| match e.get_ref() {
+            DeValue::Table(t) => t
+                .get("name")
+                .and_then(|n| n.get_ref().as_str().map(str::to_string)),
+            _ => None,
+        })
+        .collect();
+    let listener_names: HashSet<String> = elements(root, "listener")
+        .iter()
+        .filter_map(|(_, e)| match e.get_ref() {
+            DeValue::Table(t) => t
+                .get("name")
+                .and_then(|n| n.get_ref().as_str().map(str::to_string)),
+            _ => None,
+        })
+        .collect();
+    for (path, elem) in elements(root, "route") {
+        let Some(raw) = typed::<RawRoute>(elem, &path, d) else {
+            continue;
+        };
+        if !names.insert(raw.name.get_ref().clone()) {
+            d.at_value(
+                &raw.name,
+                join(&path, "name"),
+                format!("route `{}` is defined twice", raw.name.get_ref()),
+            );
+        }
+        let lname = raw.listener.get_ref().as_str();
+        let Some(listener) = listeners.iter_mut().flatten().find(|l| l.name == lname) else {
+            if !listener_names.contains(lname) {
+                let known: Vec<&str> = listener_names.iter().map(String::as_str).collect();
+                d.at_value(
+                    &raw.listener,
+                    join(&path, "listener"),
+                    format!(
+                        "no listener is named `{lname}` (listeners: {})",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            continue;
+        };
+        let provider = match &raw.provider {
+            Some(p) => match provider_index.get(p.get_ref().as_str()) {
+                Some(i) => *i,
+                None => {
+                    if !bad_providers.contains(p.get_ref()) {
+                        let known: Vec<&str> = provider_index.keys().copied().collect();
+                        d.at_value(
+                            p,
+                            join(&path, "provider"),
+                            format!(
+                                "no provider is named `{}` (providers: {})",
+                                p.get_ref(),
+                                if known.is_empty() {
+                                    "none".into()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        );
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        route(raw, &path, elem.span(), base, provider, listener, d);
+    }
+}
+
+fn parse_nets(items: &[Spanned<String>], path: &str, d: &mut Diagnostics<'_>) -> CidrSet {
+    let mut nets = Vec::new();
+    for (i, s) in items.iter().enumerate() {
+        match intraport_policy::parse_net(s.get_ref()) {
+            Ok(n) => nets.push(n),
+            Err(e) => d.at_value(s, format!("{path}[{i}]"), e.to_string()),
+        }
+    }
+    CidrSet::new(nets)
+}
+
+fn route(
+    raw: RawRoute,
+    path: &str,
+    span: Range<usize>,
+    base: &Path,
+    provider: Option<usize>,
+    listener: &mut PendingListener,
+    d: &mut Diagnostics<'_>,
+) {
+    let before = d.errors.len();
+    let http = listener.protocol.is_http();
+    let name = raw.name.get_ref().clone();
+    listener.route_count += 1;
+    if http {
+        listener.http_keys.push(RouteEntry {
+            hosts: raw.hosts.iter().map(|h| h.get_ref().clone()).collect(),
+            path_prefix: raw
+                .path_prefix
+                .as_ref()
+                .map_or_else(|| "/".to_string(), |p| p.get_ref().clone()),
+            value: (),
+            name: name.clone(),
+        });
+        listener
+            .http_spans
+            .push((name.clone(), path.to_string(), span.clone()));
+    }
+
+    // Source policy: default deny, so an allow list is required.
+    let source = raw.source.unwrap_or_default();
+    let allow = parse_nets(&source.allow, &join(path, "source.allow"), d);
+    let deny = parse_nets(&source.deny, &join(path, "source.deny"), d);
+    if source.allow.is_empty() {
+        d.at(Some(span.clone()), join(path, "source.allow"), "no source network is allowed, so every client would be refused: add [route.source] allow = [...] (e.g. [\"0.0.0.0/0\", \"::/0\"] for any address)");
+    }
+
+    // Identity.
+    let identity_text = raw.identity.as_ref().map(|s| s.get_ref().as_str());
+    let mut identity_known = true;
+    let identity = match identity_text {
+        None if http => IdentityRequirement::Token,
+        None => IdentityRequirement::None,
+        Some("token") => IdentityRequirement::Token,
+        Some("client_cert") => IdentityRequirement::ClientCert,
+        Some("token_or_cert") => IdentityRequirement::TokenOrCert,
+        Some("token_and_cert") => IdentityRequirement::TokenAndCert,
+        Some("none") => IdentityRequirement::None,
+        Some(other) => {
+            identity_known = false;
+            if let Some(s) = &raw.identity {
+                d.at_value(s, join(path, "identity"), format!(
+                    "unknown identity `{other}`: expected token, client_cert, token_or_cert, token_and_cert or none"
+                ));
+            }
+            IdentityRequirement::None
+        }
+    };
+    let uses_token = matches!(
+        identity,
+        IdentityRequirement::Token
+            | IdentityRequirement::TokenOrCert
+            | IdentityRequirement::TokenAndCert
+    );
+    let uses_cert = !matches!(
+        identity,
+        IdentityRequirement::None | IdentityRequirement::Token
+    );
+    let identity_span = raw.identity.as_ref().map_or(span.clone(), Spanned::span);
+    if uses_token && !http {
+        d.at(Some(identity_span.clone()), join(path, "identity"), format!(
+            "a `{}` listener carries no HTTP requests, so no bearer token: use client_cert or none",
+            listener.protocol.as_str()
+        ));
+    }
+    if uses_token && http && raw.provider.is_none() {
+        d.at(
+            Some(identity_span.clone()),
+            join(path, "provider"),
+            "this route checks bearer tokens: name the `provider` that validates them",
+        );
+    }
+    if !uses_token {
+        if let Some(p) = &raw.provider {
+            d.at_value(
+                p,
+                join(path, "provider"),
+                "the route checks no token (identity is client_cert or none): remove `provider`",
+            );
+        }
+    }
+    if uses_cert && !listener.tls_failed {
+        let asks = listener
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_cert != ClientCertMode::None && t.client_ca.is_some());
+        if !asks {
+            d.at(Some(identity_span.clone()), join(path, "identity"), format!(
+                "the route needs a client certificate but listener `{}` asks for none: set client_ca (and client_cert) in its [listener.tls]",
+                listener.name
+            ));
+        }
+    }
+
+    // Claims and certificate requirements.
+    let req = raw.require.unwrap_or_default();
+    let mut versions = Vec::new();
+    for (i, v) in req.versions.iter().enumerate() {
+        match v.get_ref().as_str() {
+            "1.0" | "2.0" => versions.push(v.get_ref().clone()),
+            "v1" => versions.push("1.0".to_string()),
+            "v2" => versions.push("2.0".to_string()),
+            other => d.at_value(
+                v,
+                format!("{path}.require.versions[{i}]"),
+                format!("`{other}`: expected \"1.0\" or \"2.0\""),
+            ),
+        }
+    }
+    let mut kinds = Vec::new();
+    for (i, v) in req.identity_types.iter().enumerate() {
+        match v.get_ref().as_str() {
+            "app" => kinds.push(IdentityKind::App),
+            "user" => kinds.push(IdentityKind::User),
+            other => d.at_value(
+                v,
+                format!("{path}.require.identity_types[{i}]"),
+                format!("`{other}`: expected \"app\" or \"user\""),
+            ),
+        }
+    }
+    let claims = ClaimRequirements {
+        tenants: req.tenants,
+        roles_any: req.roles_any,
+        roles_all: req.roles_all,
+        scopes_any: req.scopes_any,
+        scopes_all: req.scopes_all,
+        groups_any: req.groups_any,
+        app_ids: req.app_ids,
+        versions,
+        kinds,
+    };
+    let cert = CertRequirements {
+        subjects: req.client_cert_subjects,
+        sans: req.client_cert_sans,
+    };
+    let policy = RoutePolicy {
+        name: name.clone(),
+        source: SourceRule { allow, deny },
+        identity,
+        claims,
+        cert,
+    };
+    if identity_known {
+        if let Err(e) = policy.validate() {
+            d.at(Some(span.clone()), join(path, "require"), e.to_string());
+        }
+    }
+
+    let connect_timeout = Duration::from_millis(raw.connect_timeout_ms.unwrap_or(5_000).max(1));
+    if http {
+        let upstream = match raw.upstream.get_ref().parse::<http::Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some()
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none() =>
+            {
+                Some(u)
+            }
+            _ => {
+                d.at_value(&raw.upstream, join(path, "upstream"), format!(
+                    "`{}` is not an upstream for an HTTP route: expected http://HOST:PORT or https://HOST:PORT (no path)",
+                    raw.upstream.get_ref()
+                ));
+                None
+            }
+        };
+        let upstream_ca = match &raw.upstream_ca {
+            Some(p) => {
+                if upstream
+                    .as_ref()
+                    .is_some_and(|u| u.scheme_str() != Some("https"))
+                {
+                    d.at_value(
+                        p,
+                        join(path, "upstream_ca"),
+                        "the upstream is plain http: upstream_ca applies to https upstreams only",
+                    );
+                }
+                match tls::load_roots(&resolve(base, p.get_ref())) {
+                    Ok(r) => Some(Arc::new(r)),
+                    Err(e) => {
+                        d.at_value(p, join(path, "upstream_ca"), e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if raw.idle_timeout_s.is_some() {
+            d.at(
+                Some(span.clone()),
+                join(path, "idle_timeout_s"),
+                "idle_timeout_s applies to TCP routes only",
+            );
+        }
+        let hosts: Vec<String> = raw.hosts.iter().map(|h| h.get_ref().clone()).collect();
+        let prefix = raw
+            .path_prefix
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
+        if let Err(e) = intraport_policy::validate_route(&name, &hosts, &prefix) {
+            let (field, at) = match &e {
+                intraport_policy::PolicyError::BadPathPrefix { .. } => {
+                    ("path_prefix", raw.path_prefix.as_ref().map(Spanned::span))
+                }
+                _ => ("hosts", raw.hosts.first().map(Spanned::span)),
+            };
+            d.at(at.or(Some(span.clone())), join(path, field), e.to_string());
+        }
+        if d.errors.len() > before {
+            return;
+        }
+        let Some(upstream) = upstream else { return };
+        let r = Arc::new(HttpRoute {
+            name: name.clone(),
+            upstream,
+            upstream_ca,
+            connect_timeout,
+            response_timeout: Duration::from_millis(
+                raw.response_timeout_ms.unwrap_or(30_000).max(1),
+            ),
+            policy,
+            provider,
+            strip_authorization: raw.strip_authorization.unwrap_or(false),
+        });
+        listener.http.push(RouteEntry {
+            hosts,
+            path_prefix: prefix,
+            value: r,
+            name: name.clone(),
+        });
+    } else {
+        for (field, present) in [
+            ("hosts", !raw.hosts.is_empty()),
+            ("path_prefix", raw.path_prefix.is_some()),
+            ("upstream_ca", raw.upstream_ca.is_some()),
+            ("response_timeout_ms", raw.response_timeout_ms.is_some()),
+            ("strip_authorization", raw.strip_authorization.is_some()),
+        ] {
+            if present {
+                d.at(
+                    Some(span.clone()),
+                    join(path, field),
+                    format!(
+                        "`{field}` applies to HTTP routes; listener `{}` is {}",
+                        listener.name,
+                        listener.protocol.as_str()
+                    ),
+                );
+            }
+        }
+        let up = raw.upstream.get_ref();
+        let ok = up.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            d.at_value(&raw.upstream, join(path, "upstream"), format!(
+                "`{up}` is not an upstream for a TCP route: expected HOST:PORT, e.g. 127.0.0.1:389"
+            ));
+        }
+        if !listener.tcp.is_empty() {
+            d.at(
+                Some(span.clone()),
+                join(path, "listener"),
+                format!(
+                    "listener `{}` already has a route: a {} listener carries exactly one",
+                    listener.name,
+                    listener.protocol.as_str()
+                ),
+            );
+        }
+        if d.errors.len() > before {
+            return;
+        }
+        listener.tcp.push(Arc::new(TcpRoute {
+            name,
+            upstream: up.clone(),
+            connect_timeout,
+            idle_timeout: Duration::from_secs(raw.idle_timeout_s.unwrap_or(3600).max(1)),
+            policy,
+        }));
+    }
+}
+
+fn finish_listener(l: PendingListener, d: &mut Diagnostics<'_>) -> Option<Listener> {
+    if l.route_count == 0 {
+        d.at(
+            Some(l.span.clone()),
+            l.path.clone(),
+            format!("listener `{}` has no route", l.name),
+        );
+        return None;
+    }
+    let routes = if l.protocol.is_http() {
+        if let Err(overlaps) = RouteTable::new(l.http_keys) {
+            for o in overlaps {
+                let found = l.http_spans.iter().rev().find(|(n, _, _)| *n == o.second);
+                match found {
+                    Some((_, path, span)) => d.at(Some(span.clone()), path.clone(), o.to_string()),
+                    None => d.at(Some(l.span.clone()), l.path.clone(), o.to_string()),
+                }
+            }
+            return None;
+        }
+        let routes: Vec<Arc<HttpRoute>> = l.http.iter().map(|e| e.value.clone()).collect();
+        // Overlaps were checked above on every route; this table holds the valid ones.
+        let table = RouteTable::new(l.http).ok()?;
+        Routes::Http { table, routes }
+    } else {
+        Routes::Tcp(l.tcp.into_iter().next()?)
+    };
+    Some(Listener {
+        name: l.name,
+        listen: l.listen,
+        protocol: l.protocol,
+        tls: l.tls,
+        trusted_proxies: l.trusted_proxies,
+        handshake_timeout: l.handshake_timeout,
+        routes,
+    })
+}

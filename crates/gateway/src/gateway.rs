@@ -1,0 +1,632 @@
+//! The running gateway: providers, listeners with their accept loops, reload and
+//! shutdown.
+//!
+//! Each listener's routes, TLS acceptor and upstream clients live in one
+//! [`ListenerRuntime`] behind an `ArcSwap`. A connection loads it once at accept (its
+//! TLS settings) and each HTTP request loads it again (its routes), so a reload applies
+//! to new requests at once while requests in flight finish on the runtime they
+//! started with. Nothing on the request path takes a lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use intraport_token::Provider;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config, ConfigError, Listener, Protocol, Routes};
+use crate::tls::{self, HandshakeFailure, ReloadingCert};
+use crate::upstream::UpstreamClient;
+use crate::{admin, http, tcp};
+
+/// Why the gateway could not start or apply a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's address could not be bound.
+    #[error("listener `{name}`: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Listener name (`admin` for the admin listener).
+        name: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A provider could not be created (e.g. a bad CA file for its metadata).
+    #[error("provider `{name}`: {message}")]
+    Provider {
+        /// Provider name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// TLS or upstream client setup failed.
+    #[error("listener `{name}`: {message}")]
+    Setup {
+        /// Listener name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The configuration file is invalid (reload from file).
+    #[error("invalid configuration ({} errors)", .0.len())]
+    Config(Vec<ConfigError>),
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Failed TLS handshakes per [`HandshakeFailure`] (indexed as `HandshakeFailure::ALL`).
+    pub handshake_failures: [AtomicU64; 9],
+    /// Connections or requests refused by policy.
+    pub refused: AtomicU64,
+}
+
+impl ListenerStats {
+    pub(crate) fn handshake_failed(&self, f: HandshakeFailure) {
+        if let Some(i) = HandshakeFailure::ALL.iter().position(|x| *x == f) {
+            self.handshake_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The number of handshakes that failed for this reason.
+    pub fn handshake_failures_of(&self, f: HandshakeFailure) -> u64 {
+        HandshakeFailure::ALL
+            .iter()
+            .position(|x| *x == f)
+            .map_or(0, |i| self.handshake_failures[i].load(Ordering::Relaxed))
+    }
+}
+
+/// What an accepted connection of one listener needs, swapped whole on reload.
+pub(crate) struct ListenerRuntime {
+    pub listener: Arc<Listener>,
+    pub acceptor: Option<TlsAcceptor>,
+    /// Upstream clients, indexed like the HTTP routes' `index`.
+    pub upstreams: HashMap<String, UpstreamClient>,
+    /// Providers, indexed like `Config::providers`.
+    pub providers: Arc<Vec<Arc<Provider>>>,
+    pub stats: Arc<ListenerStats>,
+}
+
+struct ListenerSlot {
+    configured: SocketAddr,
+    bound: SocketAddr,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    stop_accepting: CancellationToken,
+    cert_watch: CancellationToken,
+    stats: Arc<ListenerStats>,
+}
+
+struct RunningProvider {
+    fingerprint: String,
+    provider: Arc<Provider>,
+    refresh: CancellationToken,
+}
+
+struct Control {
+    listeners: HashMap<String, ListenerSlot>,
+    providers: Vec<(String, RunningProvider)>,
+    file: Option<PathBuf>,
+}
+
+pub(crate) struct Shared {
+    /// Set when shutdown starts: stop accepting, finish HTTP connections gracefully.
+    pub drain: CancellationToken,
+    /// Set at the grace deadline: close whatever is left.
+    pub kill: CancellationToken,
+    /// Every connection and tunnel task.
+    pub tracker: TaskTracker,
+    /// The current providers, for readiness.
+    pub providers: ArcSwap<Vec<Arc<Provider>>>,
+}
+
+/// Counts of reload attempts.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub applied: AtomicU64,
+    /// Reloads rejected (bad configuration or setup failure); the old one kept serving.
+    pub rejected: AtomicU64,
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    shared: Arc<Shared>,
+    control: tokio::sync::Mutex<Control>,
+    admin_addr: SocketAddr,
+    shutdown_grace: Duration,
+    reloads: Arc<ReloadStats>,
+    watch: CancellationToken,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts gateways.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Bind every listener and the admin listener, start the providers' key-set
+    /// loading and refresh, and serve on the current Tokio runtime.
+    pub async fn start(config: Config) -> Result<Arc<GatewayHandle>, StartError> {
+        let shared = Arc::new(Shared {
+            drain: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            providers: ArcSwap::from_pointee(Vec::new()),
+        });
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                name: "admin".into(),
+                addr: config.admin_listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                name: "admin".into(),
+                addr: config.admin_listen,
+                source,
+            })?;
+        let handle = Arc::new(GatewayHandle {
+            shared: shared.clone(),
+            control: tokio::sync::Mutex::new(Control {
+                listeners: HashMap::new(),
+                providers: Vec::new(),
+                file: config.file.clone(),
+            }),
+            admin_addr,
+            shutdown_grace: config.shutdown_grace,
+            reloads: Arc::new(ReloadStats::default()),
+            watch: shared.drain.child_token(),
+        });
+        let watch_file = config.watch_config.then(|| config.file.clone()).flatten();
+        handle.apply(config).await?;
+        admin::spawn(admin_listener, shared);
+        if let Some(file) = watch_file {
+            handle.clone().spawn_file_watch(file);
+        }
+        Ok(handle)
+    }
+}
+
+impl GatewayHandle {
+    /// The bound address of a listener (useful with port 0).
+    pub async fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.control
+            .lock()
+            .await
+            .listeners
+            .get(name)
+            .map(|s| s.bound)
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// A listener's counters.
+    pub async fn listener_stats(&self, name: &str) -> Option<Arc<ListenerStats>> {
+        self.control
+            .lock()
+            .await
+            .listeners
+            .get(name)
+            .map(|s| s.stats.clone())
+    }
+
+    /// Reload counters.
+    pub fn reload_stats(&self) -> &ReloadStats {
+        &self.reloads
+    }
+
+    /// True when every provider has a key set (what `/readyz` answers).
+    pub fn is_ready(&self) -> bool {
+        self.shared.providers.load().iter().all(|p| p.is_ready())
+    }
+
+    /// Apply a new, already validated configuration. Listeners whose name and address
+    /// are unchanged keep their socket; providers whose settings are unchanged keep
+    /// their keys and token cache. Connections and requests in flight are not cut.
+    /// On error nothing changes.
+    pub async fn reload(&self, config: Config) -> Result<(), StartError> {
+        let result = self.apply(config).await;
+        match &result {
+            Ok(()) => {
+                self.reloads.applied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                self.reloads.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reload rejected; the previous configuration keeps serving");
+            }
+        }
+        result
+    }
+
+    /// Re-read the configuration file the gateway was started from, check it, and
+    /// apply it; a bad file is rejected with every error logged.
+    pub async fn reload_from_file(&self) -> Result<(), StartError> {
+        let file = self.control.lock().await.file.clone();
+        let Some(file) = file else {
+            return Err(StartError::Setup {
+                name: String::new(),
+                message: "the configuration did not come from a file".into(),
+            });
+        };
+        match config::load_config(&file) {
+            Ok(c) => self.reload(c).await,
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "configuration error");
+                }
+                self.reloads.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    errors = errors.len(),
+                    "reload rejected; the previous configuration keeps serving"
+                );
+                Err(StartError::Config(errors))
+            }
+        }
+    }
+
+    /// Stop accepting, let connections finish for up to `grace`, then close the rest.
+    pub async fn shutdown(&self, grace: Duration) {
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down");
+        self.shared.drain.cancel();
+        {
+            let control = self.control.lock().await;
+            for slot in control.listeners.values() {
+                slot.stop_accepting.cancel();
+                slot.cert_watch.cancel();
+            }
+            for (_, p) in &control.providers {
+                p.refresh.cancel();
+            }
+        }
+        self.shared.tracker.close();
+        if tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.shared.tracker.len(),
+                "grace period over; closing remaining connections"
+            );
+            self.shared.kill.cancel();
+            self.shared.tracker.wait().await;
+        }
+        tracing::info!("shut down");
+    }
+
+    /// The grace period from the configuration the gateway started with.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+
+    /// Run until SIGTERM or SIGINT (then shut down gracefully), reloading the
+    /// configuration file on SIGHUP.
+    #[cfg(unix)]
+    pub async fn run_until_signalled(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = self.reload_from_file().await;
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        self.shutdown(self.shutdown_grace).await;
+        Ok(())
+    }
+
+    fn spawn_file_watch(self: Arc<Self>, file: PathBuf) {
+        // Polling the modification time (and size) is enough for a file edited by
+        // people or replaced by configuration management, and needs no platform API.
+        let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        };
+        let cancel = self.watch.clone();
+        tokio::spawn(async move {
+            let mut seen = stamp(&file);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                let now = stamp(&file);
+                if now != seen && now.is_some() {
+                    seen = now;
+                    tracing::info!(file = %file.display(), "configuration file changed: reloading");
+                    let _ = self.reload_from_file().await;
+                }
+            }
+        });
+    }
+
+    async fn apply(&self, config: Config) -> Result<(), StartError> {
+        if self.shared.drain.is_cancelled() {
+            return Err(StartError::ShuttingDown);
+        }
+        let mut control = self.control.lock().await;
+
+        // Providers: keep the running one when its settings did not change.
+        let mut providers: Vec<(String, RunningProvider, bool)> = Vec::new();
+        for spec in &config.providers {
+            let reuse = control
+                .providers
+                .iter()
+                .find(|(_, p)| p.fingerprint == spec.fingerprint)
+                .map(|(_, p)| RunningProvider {
+                    fingerprint: p.fingerprint.clone(),
+                    provider: p.provider.clone(),
+                    refresh: p.refresh.clone(),
+                });
+            match reuse {
+                Some(p) => providers.push((spec.name.clone(), p, false)),
+                None => {
+                    let provider =
+                        Provider::new(spec.config.clone()).map_err(|e| StartError::Provider {
+                            name: spec.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                    providers.push((
+                        spec.name.clone(),
+                        RunningProvider {
+                            fingerprint: spec.fingerprint.clone(),
+                            provider: Arc::new(provider),
+                            refresh: self.shared.drain.child_token(),
+                        },
+                        true,
+                    ));
+                }
+            }
+        }
+        let provider_list: Arc<Vec<Arc<Provider>>> = Arc::new(
+            providers
+                .iter()
+                .map(|(_, p, _)| p.provider.clone())
+                .collect(),
+        );
+
+        // Listeners: build every runtime (and bind new sockets) before changing anything.
+        struct Planned {
+            name: String,
+            runtime: ListenerRuntime,
+            cert: Option<(Arc<ReloadingCert>, Duration)>,
+            socket: Option<TcpListener>,
+            configured: SocketAddr,
+        }
+        let mut planned = Vec::new();
+        for listener in config.listeners {
+            let listener = Arc::new(listener);
+            let name = listener.name.clone();
+            let existing = control
+                .listeners
+                .get(&name)
+                .filter(|s| s.configured == listener.listen);
+            let stats = existing.map_or_else(Default::default, |s| s.stats.clone());
+            let (acceptor, cert) = match &listener.tls {
+                Some(spec) => {
+                    let cert = ReloadingCert::load(&spec.cert, &spec.key).map_err(|message| {
+                        StartError::Setup {
+                            name: name.clone(),
+                            message,
+                        }
+                    })?;
+                    let alpn: &[&[u8]] = if listener.protocol.is_http() {
+                        &[b"h2", b"http/1.1"]
+                    } else {
+                        &[]
+                    };
+                    let cfg = tls::server_config(spec, cert.clone(), alpn).map_err(|message| {
+                        StartError::Setup {
+                            name: name.clone(),
+                            message,
+                        }
+                    })?;
+                    (
+                        Some(TlsAcceptor::from(cfg)),
+                        Some((cert, spec.reload_interval)),
+                    )
+                }
+                None => (None, None),
+            };
+            let mut upstreams = HashMap::new();
+            if let Routes::Http { routes, .. } = &listener.routes {
+                for route in routes {
+                    let client = crate::upstream::new_client(route).map_err(|message| {
+                        StartError::Setup {
+                            name: name.clone(),
+                            message: format!("route `{}`: {message}", route.name),
+                        }
+                    })?;
+                    upstreams.insert(route.name.clone(), client);
+                }
+            }
+            let socket = if existing.is_some() {
+                None
+            } else {
+                Some(TcpListener::bind(listener.listen).await.map_err(|source| {
+                    StartError::Bind {
+                        name: name.clone(),
+                        addr: listener.listen,
+                        source,
+                    }
+                })?)
+            };
+            planned.push(Planned {
+                name,
+                configured: listener.listen,
+                runtime: ListenerRuntime {
+                    listener,
+                    acceptor,
+                    upstreams,
+                    providers: provider_list.clone(),
+                    stats,
+                },
+                cert,
+                socket,
+            });
+        }
+
+        // Commit. Providers first, so routes never name a provider that is not running.
+        for (name, p, fresh) in &providers {
+            if *fresh {
+                spawn_provider(name.clone(), p.provider.clone(), p.refresh.clone());
+            }
+        }
+        for (_, old) in &control.providers {
+            if !providers
+                .iter()
+                .any(|(_, p, _)| Arc::ptr_eq(&p.provider, &old.provider))
+            {
+                old.refresh.cancel();
+            }
+        }
+        control.providers = providers.into_iter().map(|(n, p, _)| (n, p)).collect();
+        self.shared.providers.store(provider_list);
+
+        let keep: Vec<String> = planned.iter().map(|p| p.name.clone()).collect();
+        let removed: Vec<String> = control
+            .listeners
+            .keys()
+            .filter(|n| !keep.contains(n))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(slot) = control.listeners.remove(&name) {
+                tracing::info!(listener = %name, addr = %slot.bound, "listener removed: no longer accepting");
+                slot.stop_accepting.cancel();
+                slot.cert_watch.cancel();
+            }
+        }
+        for p in planned {
+            let cert_watch = self.shared.drain.child_token();
+            if let Some((cert, interval)) = &p.cert {
+                cert.watch(*interval, cert_watch.clone());
+            }
+            let stats = p.runtime.stats.clone();
+            match p.socket {
+                None => {
+                    if let Some(slot) = control.listeners.get_mut(&p.name) {
+                        slot.runtime.store(Arc::new(p.runtime));
+                        slot.cert_watch.cancel();
+                        slot.cert_watch = cert_watch;
+                    }
+                }
+                Some(socket) => {
+                    if let Some(old) = control.listeners.remove(&p.name) {
+                        old.stop_accepting.cancel();
+                        old.cert_watch.cancel();
+                    }
+                    let bound = socket.local_addr().map_err(|source| StartError::Bind {
+                        name: p.name.clone(),
+                        addr: p.configured,
+                        source,
+                    })?;
+                    let runtime = Arc::new(ArcSwap::from_pointee(p.runtime));
+                    let stop = self.shared.drain.child_token();
+                    tracing::info!(listener = %p.name, addr = %bound, "listening");
+                    spawn_accept(socket, runtime.clone(), stop.clone(), self.shared.clone());
+                    control.listeners.insert(
+                        p.name,
+                        ListenerSlot {
+                            configured: p.configured,
+                            bound,
+                            runtime,
+                            stop_accepting: stop,
+                            cert_watch,
+                            stats,
+                        },
+                    );
+                }
+            }
+        }
+        control.file = config.file.or(control.file.take());
+        Ok(())
+    }
+}
+
+fn spawn_provider(name: String, provider: Arc<Provider>, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let work = async {
+            for e in provider.load().await {
+                tracing::warn!(provider = %name, error = %e, "key set not loaded yet; retrying");
+            }
+            provider.refresh_forever().await;
+        };
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = work => {}
+        }
+    });
+}
+
+fn spawn_accept(
+    socket: TcpListener,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                a = socket.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let rt = runtime.load_full();
+            rt.stats.connections.fetch_add(1, Ordering::Relaxed);
+            let shared2 = shared.clone();
+            let runtime2 = runtime.clone();
+            shared.tracker.spawn(async move {
+                match rt.listener.protocol {
+                    Protocol::Http | Protocol::Https => {
+                        http::serve_connection(stream, peer, rt, runtime2, shared2).await;
+                    }
+                    Protocol::Tcp | Protocol::Tls => {
+                        tcp::serve_connection(stream, peer, rt, shared2).await;
+                    }
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,629 @@
+//! HTTP routes: TLS handshake (with the client certificate), then per request the
+//! stages route → source → identity → policy → forward, each refusing with its own
+//! status and code. Bodies stream both ways; WebSocket (HTTP/1.1 upgrade) requests
+//! become a byte tunnel once both sides have switched protocols.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use intraport_policy::forward::{self, HopByHop};
+use intraport_policy::{CertIdentity, Denial, DenyReason, IdentityRequirement, PathError};
+use intraport_token::{ErrorCode, Identity, TokenError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::config::{HttpRoute, Routes};
+use crate::gateway::{ListenerRuntime, Shared};
+use crate::tls::HandshakeFailure;
+
+/// Response bodies: the upstream's, streamed, or a short one of ours.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// What a connection carries into each of its requests.
+struct ConnCtx {
+    peer: SocketAddr,
+    scheme: &'static str,
+    cert: Option<Arc<CertIdentity>>,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    shared: Arc<Shared>,
+}
+
+/// Complete the TLS handshake (if the listener has TLS) and serve HTTP/1.1 or HTTP/2.
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<ListenerRuntime>,
+    runtime: Arc<ArcSwap<ListenerRuntime>>,
+    shared: Arc<Shared>,
+) {
+    let Some(acceptor) = &rt.acceptor else {
+        let ctx = Arc::new(ConnCtx {
+            peer,
+            scheme: "http",
+            cert: None,
+            runtime,
+            shared,
+        });
+        serve_http(TokioIo::new(stream), ctx).await;
+        return;
+    };
+    let Some((tls, cert)) = handshake(acceptor, stream, peer, &rt).await else {
+        return;
+    };
+    let ctx = Arc::new(ConnCtx {
+        peer,
+        scheme: "https",
+        cert,
+        runtime,
+        shared,
+    });
+    serve_http(TokioIo::new(tls), ctx).await;
+}
+
+/// The TLS handshake with its deadline, the failure counted and logged with its
+/// reason, and the verified client certificate read.
+pub(crate) async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    rt: &ListenerRuntime,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Option<Arc<CertIdentity>>,
+)> {
+    let listener = &rt.listener.name;
+    let tls = match tokio::time::timeout(rt.listener.handshake_timeout, acceptor.accept(stream))
+        .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = HandshakeFailure::classify(&e);
+            rt.stats.handshake_failed(reason);
+            tracing::info!(%listener, %peer, reason = reason.as_str(), error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            rt.stats.handshake_failed(HandshakeFailure::Timeout);
+            tracing::info!(%listener, %peer, reason = "timeout", "TLS handshake failed");
+            return None;
+        }
+    };
+    let cert = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        None => None,
+        Some(der) => match CertIdentity::from_der(der.as_ref()) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                // Verified by rustls but unreadable here: fail closed.
+                rt.stats
+                    .handshake_failed(HandshakeFailure::ClientCertInvalid);
+                tracing::info!(%listener, %peer, reason = "client_cert_invalid", error = %e, "client certificate unreadable");
+                return None;
+            }
+        },
+    };
+    Some((tls, cert))
+}
+
+async fn serve_http<I>(io: TokioIo<I>, ctx: Arc<ConnCtx>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ctx.shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        () = shared.drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shared.kill.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Every way a request is refused.
+#[derive(Debug)]
+enum Reject {
+    BadPath(PathError),
+    NoRoute,
+    Token(TokenError),
+    Denied(Denial),
+    UpstreamUnavailable(String),
+    UpstreamTimeout,
+    UpstreamError(String),
+}
+
+impl Reject {
+    fn status(&self) -> StatusCode {
+        match self {
+            Reject::BadPath(_) => StatusCode::BAD_REQUEST,
+            Reject::NoRoute => StatusCode::NOT_FOUND,
+            Reject::Token(_) => StatusCode::UNAUTHORIZED,
+            Reject::Denied(d) => {
+                StatusCode::from_u16(d.reason.status()).unwrap_or(StatusCode::FORBIDDEN)
+            }
+            Reject::UpstreamUnavailable(_) | Reject::UpstreamError(_) => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Reject::BadPath(_) => "bad_path",
+            Reject::NoRoute => "no_route",
+            Reject::Token(e) => e.code.as_str(),
+            Reject::Denied(d) => d.reason.code(),
+            Reject::UpstreamUnavailable(_) => "upstream_unavailable",
+            Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::UpstreamError(_) => "upstream_error",
+        }
+    }
+
+    /// The RFC 6750 challenge, when a bearer token is what the client needs.
+    fn challenge(&self) -> Option<String> {
+        match self {
+            Reject::Token(e) => Some(format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                e.code.as_str()
+            )),
+            // No credentials at all: a plain challenge (RFC 6750 section 3.1).
+            Reject::Denied(d) if d.reason == DenyReason::TokenRequired => Some("Bearer".into()),
+            Reject::Denied(d) if claims_reason(d.reason) => Some(format!(
+                "Bearer error=\"insufficient_scope\", error_description=\"{}\"",
+                d.reason.code()
+            )),
+            _ => None,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Reject::BadPath(e) => e.to_string(),
+            Reject::NoRoute => "no route for this host and path".into(),
+            Reject::Token(e) => e.message.clone(),
+            Reject::Denied(d) => d.detail.clone(),
+            Reject::UpstreamUnavailable(m) | Reject::UpstreamError(m) => m.clone(),
+            Reject::UpstreamTimeout => "no response head within the response timeout".into(),
+        }
+    }
+
+    fn into_response(self, request_id: &str) -> Response<Body> {
+        let body = format!(
+            "{{\"error\":\"{}\",\"request_id\":\"{request_id}\"}}",
+            self.code()
+        );
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        if let Some(c) = self
+            .challenge()
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
+            h.insert(WWW_AUTHENTICATE, c);
+        }
+        resp
+    }
+}
+
+/// Denials about the token's claims (a different token could pass), as opposed to
+/// the source address or the client certificate.
+fn claims_reason(r: DenyReason) -> bool {
+    matches!(
+        r,
+        DenyReason::TenantNotAllowed
+            | DenyReason::RoleMissing
+            | DenyReason::ScopeMissing
+            | DenyReason::GroupMissing
+            | DenyReason::GroupsOverage
+            | DenyReason::AppNotAllowed
+            | DenyReason::VersionNotAllowed
+            | DenyReason::IdentityKindNotAllowed
+    )
+}
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A request id unique in this process and unlikely to repeat across restarts: a
+/// random per-process prefix and a counter (cheaper than a random UUID per request).
+fn request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{:012x}", prefix as u32, n)
+}
+
+async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<Body> {
+    let rid = request_id();
+    let rt = ctx.runtime.load_full();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = match proxy(req, &ctx, &rt, &rid).await {
+        Ok(r) => r,
+        Err((route, reject)) => {
+            if matches!(reject, Reject::Token(_) | Reject::Denied(_)) {
+                rt.stats.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::info!(
+                request_id = %rid,
+                listener = %rt.listener.name,
+                route = route.as_deref().unwrap_or("-"),
+                peer = %ctx.peer,
+                %method,
+                %path,
+                status = reject.status().as_u16(),
+                code = reject.code(),
+                detail = %reject.detail(),
+                "request refused"
+            );
+            reject.into_response(&rid)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    resp
+}
+
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, TokenError> {
+    let malformed = |m: &str| TokenError::new(ErrorCode::Malformed, m);
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(malformed("more than one Authorization header"));
+    }
+    let s = v
+        .to_str()
+        .map_err(|_| malformed("the Authorization header is not visible ASCII"))?;
+    let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, Negotiate): no bearer token was sent.
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() || token.contains(' ') {
+        return Err(malformed(
+            "expected `Authorization: Bearer <token>` with one token",
+        ));
+    }
+    Ok(Some(token))
+}
+
+fn wants_token(r: IdentityRequirement) -> bool {
+    matches!(
+        r,
+        IdentityRequirement::Token
+            | IdentityRequirement::TokenOrCert
+            | IdentityRequirement::TokenAndCert
+    )
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && req
+            .headers()
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+type Refusal = (Option<String>, Reject);
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    rt: &ListenerRuntime,
+    rid: &str,
+) -> Result<Response<Body>, Refusal> {
+    // Route.
+    let path = intraport_policy::normalize_path(req.uri().path())
+        .map_err(|e| (None, Reject::BadPath(e)))?
+        .into_owned();
+    let host: Option<String> = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+    let Routes::Http { table, .. } = &rt.listener.routes else {
+        return Err((None, Reject::NoRoute));
+    };
+    let route: Arc<HttpRoute> = table
+        .find(host.as_deref(), &path)
+        .cloned()
+        .ok_or((None, Reject::NoRoute))?;
+    let refuse = |r: Reject| (Some(route.name.clone()), r);
+
+    // Source.
+    let trusted = &rt.listener.trusted_proxies;
+    let client = intraport_policy::client_ip(ctx.peer.ip(), req.headers(), trusted);
+    route
+        .policy
+        .check_source(client.ip)
+        .map_err(|d| refuse(Reject::Denied(d)))?;
+
+    // Identity.
+    let identity: Option<Arc<Identity>> = if wants_token(route.policy.effective_identity()) {
+        match bearer(req.headers()).map_err(|e| refuse(Reject::Token(e)))? {
+            None => None,
+            Some(token) => {
+                let provider = route
+                    .provider
+                    .and_then(|i| rt.providers.get(i))
+                    .ok_or_else(|| {
+                        refuse(Reject::Token(TokenError::new(
+                            ErrorCode::JwksUnavailable,
+                            "the route names no running provider",
+                        )))
+                    })?;
+                Some(
+                    provider
+                        .validate(token)
+                        .await
+                        .map_err(|e| refuse(Reject::Token(e)))?,
+                )
+            }
+        }
+    } else {
+        None
+    };
+
+    // Policy.
+    let allowed = route
+        .policy
+        .authorize(identity.as_deref(), ctx.cert.as_deref())
+        .map_err(|d| refuse(Reject::Denied(d)))?;
+
+    // Forward.
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let headers = &mut parts.headers;
+    forward::strip_hop_by_hop_with(
+        headers,
+        HopByHop {
+            keep_upgrade: upgrade,
+            keep_te_trailers: false,
+        },
+    );
+    forward::strip_intraport(headers);
+    if route.strip_authorization {
+        headers.remove(AUTHORIZATION);
+    }
+    for (name, value) in forward::identity_headers(identity.as_deref(), ctx.cert.as_deref()) {
+        headers.insert(name, value);
+    }
+    let from_proxy = trusted.contains(ctx.peer.ip().to_canonical()).is_some();
+    forward::forwarded_headers(
+        headers,
+        ctx.peer.ip(),
+        ctx.scheme,
+        host.as_deref(),
+        from_proxy,
+    );
+    headers.remove(HOST);
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut up = route.upstream.clone().into_parts();
+    up.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| refuse(Reject::BadPath(PathError::NotAbsolute)))?,
+    );
+    parts.uri = http::Uri::from_parts(up)
+        .map_err(|e| refuse(Reject::UpstreamError(format!("upstream URI: {e}"))))?;
+    parts.version = Version::HTTP_11;
+
+    let client = rt
+        .upstreams
+        .get(&route.name)
+        .ok_or_else(|| refuse(Reject::UpstreamError("no client for the route".into())))?;
+    tracing::debug!(request_id = %rid, route = %route.name, by = allowed.by.code(), "forwarding");
+    let sent = tokio::time::timeout(
+        route.response_timeout,
+        client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    let mut resp = match sent {
+        Err(_) => return Err(refuse(Reject::UpstreamTimeout)),
+        Ok(Err(e)) => {
+            let chain = error_chain(&e);
+            let timed_out = source_is_timeout(&e);
+            return Err(refuse(if timed_out {
+                Reject::UpstreamTimeout
+            } else if e.is_connect() {
+                Reject::UpstreamUnavailable(chain)
+            } else {
+                Reject::UpstreamError(chain)
+            }));
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let shared = ctx.shared.clone();
+            let rid = rid.to_string();
+            ctx.shared.tracker.spawn(async move {
+                tunnel(client_upgrade, upstream_upgrade, &shared, &rid).await;
+            });
+        }
+        let (mut rparts, rbody) = resp.into_parts();
+        forward::strip_hop_by_hop_with(
+            &mut rparts.headers,
+            HopByHop {
+                keep_upgrade: true,
+                keep_te_trailers: false,
+            },
+        );
+        return Ok(Response::from_parts(rparts, rbody.boxed()));
+    }
+    let (mut rparts, rbody) = resp.into_parts();
+    forward::strip_hop_by_hop(&mut rparts.headers);
+    rparts.version = Version::HTTP_11;
+    Ok(Response::from_parts(rparts, rbody.boxed()))
+}
+
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    shared: &Shared,
+    rid: &str,
+) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!(request_id = %rid, error = %e, "protocol upgrade failed");
+            return;
+        }
+    };
+    let mut c = TokioIo::new(c);
+    let mut u = TokioIo::new(u);
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            if let Err(e) = r {
+                tracing::debug!(request_id = %rid, error = %e, "upgraded connection ended with an error");
+            }
+        }
+        () = shared.kill.cancelled() => {}
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_forms() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(bearer(&h), Ok(None));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def.ghi"),
+        );
+        assert_eq!(bearer(&h), Ok(Some("abc.def.ghi")));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer   abc"));
+        assert_eq!(bearer(&h), Ok(Some("abc")));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert_eq!(bearer(&h), Ok(None));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(bearer(&h).is_err_and(|e| e.code == ErrorCode::Malformed));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a b"));
+        assert!(bearer(&h).is_err_and(|e| e.code == ErrorCode::Malformed));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert!(bearer(&h).is_err_and(|e| e.code == ErrorCode::Malformed));
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 20);
+    }
+
+    #[test]
+    fn challenges() {
+        let t = Reject::Token(TokenError::new(ErrorCode::Expired, "x"));
+        assert_eq!(
+            t.challenge().as_deref(),
+            Some("Bearer error=\"invalid_token\", error_description=\"expired\"")
+        );
+        let none = Reject::Denied(Denial::new(DenyReason::TokenRequired, "x"));
+        assert_eq!(none.challenge().as_deref(), Some("Bearer"));
+        assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+        let role = Reject::Denied(Denial::new(DenyReason::RoleMissing, "x"));
+        assert_eq!(role.status(), StatusCode::FORBIDDEN);
+        assert!(
+            role.challenge()
+                .is_some_and(|c| c.contains("insufficient_scope"))
+        );
+        let src = Reject::Denied(Denial::new(DenyReason::SourceNotAllowed, "x"));
+        assert_eq!(src.challenge(), None);
+        assert_eq!(src.status(), StatusCode::FORBIDDEN);
+    }
+}

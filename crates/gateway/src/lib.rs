@@ -1,0 +1,29 @@
+//! The intraport gateway: the internal port itself.
+//!
+//! What it is for: terminating TLS (optionally mTLS) on several listeners, routing
+//! HTTP requests by host and path prefix and TCP connections by listener, deciding
+//! each with the token validator (`intraport-token`) and the route policy
+//! (`intraport-policy`), and forwarding what is allowed to upstreams, streaming, with
+//! identity headers added and spoofed ones removed. Configuration is checked whole
+//! before use ([`load_config`], [`Config::from_toml_str`]) and can be swapped at run
+//! time without dropping connections ([`GatewayHandle::reload`]).
+//!
+//! What it is not: the policy itself (which lives in `intraport-policy`, so that the
+//! CLI and the gateway agree), nor an audit or metrics pipeline (yet).
+//!
+//! Layout: [`config`] reads and validates; [`tls`] builds listener TLS and classifies
+//! handshake failures; `gateway` owns listeners, providers, reload and shutdown;
+//! `http` and `tcp` are the per-connection data planes; `upstream` the pooled
+//! upstream clients; `admin` the health endpoints.
+
+mod admin;
+pub mod config;
+mod gateway;
+mod http;
+mod tcp;
+pub mod tls;
+mod upstream;
+
+pub use config::{Config, ConfigError, Protocol, load_config};
+pub use gateway::{Gateway, GatewayHandle, ListenerStats, ReloadStats, StartError};
+pub use tls::HandshakeFailure;

@@ -1,0 +1,241 @@
+//! The configuration check: the documented example loads, and a deliberately broken
+//! file yields every error, each at its line and field.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::path::Path;
+
+use intraport_gateway::{ConfigError, load_config};
+use support::pki::{Pki, write};
+
+fn example_dir(pki: &Pki) -> std::path::PathBuf {
+    let dir = pki.dir.join("example");
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml");
+    std::fs::copy(example, dir.join("gateway.toml")).unwrap();
+    for (from, to) in [
+        ("server.pem", "certs/gateway.pem"),
+        ("server-key.pem", "certs/gateway-key.pem"),
+        ("client-ca.pem", "certs/clients-ca.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let pki = Pki::new();
+    let dir = example_dir(&pki);
+    let cfg = load_config(&dir.join("gateway.toml")).unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(cfg.listener_names(), ["public", "ldap"]);
+    assert_eq!(cfg.worker_threads, Some(2));
+    assert_eq!(cfg.admin_listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(cfg.providers.len(), 1);
+    assert_eq!(cfg.providers[0].name, "entra");
+}
+
+const BROKEN: &str = r#"[server]
+worker_threads = 0
+colour = "blue"
+
+[[provider]]
+name = "entra"
+tenant = "${INTRAPORT_TEST_SURELY_UNSET_VAR}"
+audiences = ["a"]
+audience = "x"
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:99999"
+protocol = "https"
+
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocol = "http"
+trusted_proxies = ["10.0.0.300/8"]
+
+[[listener]]
+name = "secure"
+listen = "127.0.0.1:0"
+protocol = "https"
+[listener.tls]
+cert = "missing.pem"
+key = "missing-key.pem"
+min_version = "1.1"
+
+[[route]]
+name = "a"
+listener = "plain"
+upstream = "http://127.0.0.1:1"
+provider = "nope"
+[route.source]
+allow = ["10.0.0.1/8"]
+
+[[route]]
+name = "b"
+listener = "plain"
+upstream = "http://127.0.0.1:2"
+identity = "none"
+[route.source]
+allow = ["0.0.0.0/0"]
+
+[[route]]
+name = "c"
+listener = "ghost"
+upstream = "http://127.0.0.1:3"
+identity = "none"
+
+[[route]]
+name = "d"
+listener = "plain"
+upstream = "http://127.0.0.1:4"
+identity = "client_cert"
+path_prefix = "/d"
+[route.source]
+allow = ["::/0"]
+
+[[route]]
+name = "e"
+listener = "plain"
+upstream = 5
+identity = "none"
+path_prefix = "/e"
+[route.source]
+allow = ["::/0"]
+
+[[route]]
+name = "f"
+listener = "plain"
+upstream = "http://127.0.0.1:6/base"
+identity = "sometimes"
+path_prefix = "/f"
+[route.require]
+roles_any = ["Reader"]
+"#;
+
+fn show(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_error_of_a_broken_file_is_reported_at_its_line() {
+    let pki = Pki::new();
+    write(&pki.dir, "broken.toml", BROKEN);
+    let file = pki.path("broken.toml");
+    let errors = load_config(&file).expect_err("the broken file must be refused");
+    let all = show(&errors);
+    eprintln!("{all}");
+    let expect: &[(usize, &str, &str)] = &[
+        (2, "server.worker_threads", "at least 1"),
+        (3, "server.colour", "unknown field `colour`"),
+        (
+            7,
+            "provider[0].tenant",
+            "INTRAPORT_TEST_SURELY_UNSET_VAR is not set",
+        ),
+        (9, "provider[0].audience", "unknown field `audience`"),
+        (13, "listener[0].listen", "not an address"),
+        (14, "listener[0].tls", "needs a [listener.tls]"),
+        (20, "listener[1].trusted_proxies[0]", "10.0.0.300/8"),
+        (27, "listener[2].tls.cert", "missing.pem"),
+        (29, "listener[2].tls.min_version", "\"1.2\" or \"1.3\""),
+        (35, "route[0].provider", "no provider is named `nope`"),
+        (37, "route[0].source.allow[0]", "did you mean 10.0.0.0/8"),
+        (39, "route[1]", "routes `a` and `b` overlap"),
+        (49, "route[2].listener", "no listener is named `ghost`"),
+        (57, "route[3].identity", "asks for none"),
+        (65, "route[4].upstream", "invalid type"),
+        (74, "route[5].upstream", "no path"),
+        (71, "route[5].source.allow", "every client would be refused"),
+        (75, "route[5].identity", "unknown identity `sometimes`"),
+        (11, "listener[0]", "listener `web` has no route"),
+        (22, "listener[2]", "listener `secure` has no route"),
+    ];
+    for (line, path, fragment) in expect {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.line == *line && e.path == *path && e.message.contains(fragment)),
+            "missing error at line {line} `{path}` containing {fragment:?}; got:\n{all}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.file.as_deref() == Some(file.as_path())),
+            "every error names the file"
+        );
+    }
+    // Nothing else: no cascade of follow-on errors.
+    let extra: Vec<&ConfigError> = errors
+        .iter()
+        .filter(|e| {
+            !expect
+                .iter()
+                .any(|(l, p, f)| e.line == *l && e.path == *p && e.message.contains(f))
+        })
+        .collect();
+    assert!(extra.is_empty(), "unexpected errors: {extra:#?}");
+    // The rendering is file:line:column: path: message.
+    let first = errors.iter().find(|e| e.line == 3).unwrap().to_string();
+    assert!(
+        first.starts_with(&format!("{}:3:1: server.colour: ", file.display())),
+        "{first}"
+    );
+}
+
+#[test]
+fn syntax_errors_and_unreadable_files() {
+    let errors = intraport_gateway::Config::from_toml_str("[server\nx = 1\n", Path::new("."))
+        .expect_err("not TOML");
+    assert_eq!(errors[0].line, 1, "{}", show(&errors));
+    assert!(errors[0].message.contains("TOML syntax"));
+    let errors = load_config(Path::new("/nonexistent/intraport.toml")).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.contains("cannot read"),
+        "{}",
+        show(&errors)
+    );
+}
+
+#[test]
+fn environment_references_fill_values() {
+    // Defaults rather than set variables: the test changes no process state.
+    let text = r#"
+[[listener]]
+name = "web"
+listen = "${INTRAPORT_TEST_UNSET_LISTEN:-127.0.0.1:0}"
+protocol = "http"
+
+[[route]]
+name = "r"
+listener = "web"
+upstream = "${INTRAPORT_TEST_UNSET_UPSTREAM:-http://127.0.0.1:9}"
+identity = "none"
+[route.source]
+allow = ["127.0.0.1", "$$notanet"]
+"#;
+    let errors = intraport_gateway::Config::from_toml_str(text, Path::new(".")).unwrap_err();
+    assert_eq!(errors.len(), 1, "{}", show(&errors));
+    assert_eq!(errors[0].path, "route[0].source.allow[1]");
+    assert!(errors[0].message.contains("$notanet"), "{}", show(&errors));
+    let ok = text.replace(", \"$$notanet\"", "");
+    let cfg = intraport_gateway::Config::from_toml_str(&ok, Path::new(".")).unwrap();
+    assert_eq!(cfg.listeners[0].listen.to_string(), "127.0.0.1:0");
+}
