@@ -56,7 +56,7 @@ use tokens::Minter;
 pub struct DevIssuer {
     minter: Arc<Minter>,
     addr: SocketAddr,
-    ca_pem_path: Option<PathBuf>,
+    tls_files: Option<tls::TlsFiles>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -98,8 +98,8 @@ impl DevIssuer {
                     addr.port()
                 ))
             });
-            let path = tls::write_ca(&state_dir, &tls.ca_pem)?;
-            Some((tokio_rustls::TlsAcceptor::from(tls.config), path))
+            let files = tls::write_files(&state_dir, &tls)?;
+            Some((tokio_rustls::TlsAcceptor::from(tls.config), files))
         } else {
             None
         };
@@ -111,8 +111,8 @@ impl DevIssuer {
             keys: Keys::new(key),
             authority: format!("{scheme}://{addr}"),
         });
-        let (acceptor, ca_pem_path) = match tls {
-            Some((a, p)) => (Some(a), Some(p)),
+        let (acceptor, tls_files) = match tls {
+            Some((a, f)) => (Some(a), Some(f)),
             None => (None, None),
         };
         let (shutdown, rx) = watch::channel(false);
@@ -122,7 +122,7 @@ impl DevIssuer {
         Ok(Self {
             minter,
             addr,
-            ca_pem_path,
+            tls_files,
             shutdown,
             task: Some(task),
         })
@@ -145,7 +145,16 @@ impl DevIssuer {
 
     /// The CA certificate file to trust; `None` when serving plain HTTP.
     pub fn ca_pem_path(&self) -> Option<&Path> {
-        self.ca_pem_path.as_deref()
+        self.tls_files.as_ref().map(|f| f.ca.as_path())
+    }
+
+    /// The issuer's own server certificate (for 127.0.0.1 and localhost, issued by
+    /// the CA of [`DevIssuer::ca_pem_path`]) and its private key, as PEM files;
+    /// `None` when serving plain HTTP. `intraport dev` serves its gateway with them.
+    pub fn server_cert_paths(&self) -> Option<(&Path, &Path)> {
+        self.tls_files
+            .as_ref()
+            .map(|f| (f.server_cert.as_path(), f.server_key.as_path()))
     }
 
     /// `iss` of the v2.0 tokens: `{authority}/{tid}/v2.0`.

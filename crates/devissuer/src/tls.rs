@@ -15,10 +15,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Error;
 
-/// The generated CA's PEM and the server configuration it backs.
+/// The generated CA's PEM, the server certificate and key (PEM), and the server
+/// configuration they back.
 pub(crate) struct Tls {
     pub config: Arc<ServerConfig>,
     pub ca_pem: String,
+    pub server_pem: String,
+    pub server_key_pem: String,
 }
 
 pub(crate) fn generate() -> Result<Tls, Error> {
@@ -62,20 +65,49 @@ pub(crate) fn generate() -> Result<Tls, Error> {
     Ok(Tls {
         config: Arc::new(config),
         ca_pem: ca_cert.pem(),
+        server_pem: leaf_cert.pem(),
+        server_key_pem: leaf_key.serialize_pem(),
     })
 }
 
-/// Writes the CA certificate into `dir` (created if missing) and returns
-/// the file's path.
-pub(crate) fn write_ca(dir: &Path, pem: &str) -> Result<PathBuf, Error> {
+/// Where [`write_files`] put the PEM files.
+pub(crate) struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Writes the CA certificate, the server certificate and its key (owner-only) into
+/// `dir` (created if missing). The server pair lets `intraport dev` put its gateway
+/// under the same CA, so that clients trust one file.
+pub(crate) fn write_files(dir: &Path, tls: &Tls) -> Result<TlsFiles, Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
         path: dir.to_path_buf(),
         source,
     })?;
-    let path = dir.join("ca.pem");
-    std::fs::write(&path, pem).map_err(|source| Error::StateDir {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
+    let write = |name: &str, pem: &str, private: bool| {
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        options
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
+            .map_err(|source| Error::StateDir {
+                path: path.clone(),
+                source,
+            })?;
+        Ok::<_, Error>(path)
+    };
+    Ok(TlsFiles {
+        ca: write("ca.pem", &tls.ca_pem, false)?,
+        server_cert: write("server.pem", &tls.server_pem, false)?,
+        server_key: write("server-key.pem", &tls.server_key_pem, true)?,
+    })
 }

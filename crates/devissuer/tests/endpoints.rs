@@ -1019,6 +1019,24 @@ async fn https_ca_file_is_written_and_a_fixed_port_binds() {
     assert_eq!(issuer.addr().port(), port);
     let pem = std::fs::read_to_string(issuer.ca_pem_path().unwrap()).unwrap();
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    // The server pair is written too (for `intraport dev`'s gateway), the key
+    // readable by its owner only.
+    let (cert, key) = issuer.server_cert_paths().unwrap();
+    assert!(
+        std::fs::read_to_string(cert)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert!(
+        std::fs::read_to_string(key)
+            .unwrap()
+            .contains("PRIVATE KEY-----")
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key file mode {mode:o}");
+    }
     // A client that does not trust the CA is refused.
     let untrusting = reqwest::Client::builder()
         .tls_certs_only(std::iter::empty::<reqwest::Certificate>())
