@@ -42,6 +42,12 @@ enum Command {
     /// Audit firewall and NAT rules (iptables, nftables, Azure NSG).
     #[command(subcommand)]
     Rules(cmd::rules::Command),
+    /// Run the gateway: TLS and mTLS listeners, HTTP and TCP routes checked against
+    /// Entra tokens, client certificates and source networks.
+    Serve(cmd::serve::Args),
+    /// Work with gateway configuration files.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
 }
 
 fn main() -> ExitCode {
@@ -49,14 +55,21 @@ fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `intraport ports | head` would panic on the closed
     // pipe; the one-shot commands take the default (quiet exit) like any Unix tool.
     // Long-running servers keep ignoring it (sockets use MSG_NOSIGNAL either way).
-    if !matches!(cli.command, Command::Dev(_)) {
+    if !matches!(cli.command, Command::Dev(_) | Command::Serve(_)) {
         sigpipe::reset();
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INTRAPORT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("INTRAPORT_LOG").unwrap_or_else(|_| {
+                // A server logs what it does; one-shot commands only warnings.
+                let level = if matches!(cli.command, Command::Serve(_)) {
+                    "info"
+                } else {
+                    "warn"
+                };
+                tracing_subscriber::EnvFilter::new(level)
+            }),
         )
         .init();
     let result = match cli.command {
@@ -66,6 +79,8 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd::check::run(*args),
         Command::Pcap(args) => cmd::pcap::run(args),
         Command::Rules(c) => cmd::rules::run(c),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Config(c) => cmd::config::run(c),
     };
     match result {
         Ok(outcome) => outcome.into(),

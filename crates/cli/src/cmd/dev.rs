@@ -1,13 +1,19 @@
-//! `intraport dev`: the embedded Entra-compatible issuer on loopback, with a ready
-//! token and the commands to try it.
+//! `intraport dev`: the whole port on loopback with nothing to install: the embedded
+//! Entra-compatible issuer, the gateway in front of a demo upstream that echoes the
+//! identity it is given, a ready token and the curl lines that show each outcome
+//! (allowed, no token, tampered token, missing role).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use intraport_devissuer::{DevIssuer, DevIssuerConfig, TokenRequest, demo};
+use intraport_devissuer::{DevIssuer, DevIssuerConfig, IssuedToken, TokenRequest, demo};
+use intraport_gateway::Gateway;
 use serde_json::json;
 
+use super::dev_upstream::DemoUpstream;
 use crate::output::{Format, Outcome, print_json};
 
 /// `dev` arguments.
@@ -16,7 +22,10 @@ pub struct Args {
     /// Port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Serve plain HTTP instead of HTTPS.
+    /// Port of the gateway on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    gateway_port: u16,
+    /// Serve plain HTTP instead of HTTPS (issuer and gateway).
     #[arg(long)]
     http: bool,
     /// Where the generated CA certificate is written (default: a fresh temporary
@@ -49,6 +58,23 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Everything `dev` prints, for the table and the JSON summary alike.
+struct Summary {
+    authority: String,
+    tenant: String,
+    ca: Option<String>,
+    discovery: String,
+    endpoint: String,
+    token: IssuedToken,
+    tampered: String,
+    verify: String,
+    curl_token: String,
+    gateway_url: String,
+    gateway_config: String,
+    admin_url: String,
+    curl: Vec<(&'static str, &'static str, String)>,
+}
+
 async fn serve(args: Args) -> Result<Outcome> {
     let config = DevIssuerConfig {
         port: args.port,
@@ -59,6 +85,163 @@ async fn serve(args: Args) -> Result<Outcome> {
     let issuer = DevIssuer::start(config)
         .await
         .context("starting the development issuer")?;
+    let upstream = DemoUpstream::start()
+        .await
+        .context("starting the demo upstream")?;
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => issuer
+            .ca_pem_path()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("intraport-dev-{}", std::process::id()))
+            }),
+    };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let gateway_toml = gateway_config(&issuer, upstream.addr(), args.gateway_port);
+    let config_path = state_dir.join("gateway.toml");
+    std::fs::write(&config_path, &gateway_toml)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let gateway_config = intraport_gateway::load_config(&config_path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "the generated gateway configuration is invalid:\n{}",
+            lines.join("\n")
+        )
+    })?;
+    let gateway = Gateway::start(gateway_config)
+        .await
+        .context("starting the gateway")?;
+    // The gateway answers 401 jwks_unavailable until the issuer's keys are loaded:
+    // print the commands only once they work.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !gateway.is_ready() {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the gateway did not load the issuer's signing keys within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gw_addr = gateway
+        .listener_addr(LISTENER)
+        .await
+        .context("the gateway listener is missing")?;
+    let summary = summarize(&issuer, &gw_addr, gateway.admin_addr(), &config_path)?;
+    match Format::resolve(args.format) {
+        Format::Json => print_json(&summary_json(&summary))?,
+        Format::Table => print_table(&summary),
+    }
+    wait_for_stop().await;
+    gateway.shutdown(Duration::from_secs(2)).await;
+    upstream.shutdown().await;
+    issuer.shutdown().await.context("stopping the issuer")?;
+    Ok(Outcome::Ok)
+}
+
+/// The gateway listener's name in the generated configuration.
+const LISTENER: &str = "dev";
+
+/// The gateway configuration of the dev environment: one listener with the issuer's
+/// certificate, the issuer as provider (v1 and v2 tokens), and two routes to the demo
+/// upstream, `/` for role Reader and `/admin` for role Writer.
+fn gateway_config(issuer: &DevIssuer, upstream: SocketAddr, port: u16) -> String {
+    let q = |s: &str| toml_string(s);
+    let (protocol, tls) = match issuer.server_cert_paths() {
+        Some((cert, key)) => (
+            "https",
+            format!(
+                "\n[listener.tls]\ncert = {}\nkey = {}\n",
+                q(&cert.display().to_string()),
+                q(&key.display().to_string())
+            ),
+        ),
+        None => ("http", String::new()),
+    };
+    let ca = issuer
+        .ca_pem_path()
+        .map(|p| format!("ca_file = {}\n", q(&p.display().to_string())))
+        .unwrap_or_default();
+    format!(
+        r#"# Generated by `intraport dev`: the gateway in front of the demo upstream.
+# Check it with `intraport config check`, run it with `intraport serve --config`.
+
+[server]
+shutdown_grace_seconds = 2
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[provider]]
+name = "dev"
+authority = {authority}
+tenant = {tenant}
+versions = ["v1", "v2"]
+audiences = [{api_id}, {api_uri}]
+{ca}
+[[listener]]
+name = "{LISTENER}"
+listen = "127.0.0.1:{port}"
+protocol = "{protocol}"
+{tls}
+[[route]]
+name = "demo"
+listener = "{LISTENER}"
+path_prefix = "/"
+upstream = "http://{upstream}"
+identity = "token"
+provider = "dev"
+strip_authorization = true
+
+[route.source]
+allow = ["127.0.0.0/8", "::1/128"]
+
+[route.require]
+roles_any = ["Reader", "Writer"]
+
+[[route]]
+name = "demo-admin"
+listener = "{LISTENER}"
+path_prefix = "/admin"
+upstream = "http://{upstream}"
+identity = "token"
+provider = "dev"
+strip_authorization = true
+
+[route.source]
+allow = ["127.0.0.0/8", "::1/128"]
+
+[route.require]
+roles_all = ["Writer"]
+"#,
+        authority = q(&issuer.authority()),
+        tenant = q(&issuer.tenant_id().to_string()),
+        api_id = q(&demo::API_APP_ID.to_string()),
+        api_uri = q(demo::API_APP_ID_URI),
+    )
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The token with one signature character changed: well-formed, but its signature
+/// no longer verifies.
+fn tamper(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    if let Some(c) = chars.len().checked_sub(10).and_then(|i| chars.get_mut(i)) {
+        *c = if *c == 'A' { 'B' } else { 'A' };
+    }
+    chars.into_iter().collect()
+}
+
+fn summarize(
+    issuer: &DevIssuer,
+    gw: &SocketAddr,
+    admin: SocketAddr,
+    config_path: &std::path::Path,
+) -> Result<Summary> {
     let token = issuer
         .issue_token(&TokenRequest::App {
             client: "demo-client".into(),
@@ -95,67 +278,150 @@ async fn serve(args: Args) -> Result<Outcome> {
         demo::CLIENT_SECRET,
         demo::API_APP_ID_URI
     );
-    let discovery = format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration");
-    match Format::resolve(args.format) {
-        Format::Json => print_json(&json!({
-            "authority": authority,
-            "tenant_id": tenant,
-            "ca_file": ca,
-            "discovery": discovery,
-            "token_endpoint": endpoint,
-            "client_id": demo::CLIENT_ID,
-            "audience": [demo::API_APP_ID.to_string(), demo::API_APP_ID_URI],
-            "token": token.access_token,
-            "kid": token.kid,
-            "expires_on": token.expires_on,
-            "verify_command": verify,
-            "curl_token_command": curl_token,
-        }))?,
-        Format::Table => {
-            println!(
-                "intraport dev: an Entra-compatible issuer for tenant {tenant} (domain {}), on loopback",
-                demo::DOMAIN
-            );
-            println!();
-            println!("  authority   {authority}");
-            println!("  discovery   {discovery}");
-            println!("  keys        {authority}/{tenant}/discovery/v2.0/keys");
-            if let Some(c) = &ca {
-                println!("  CA          {c}   (trust it with curl --cacert, msal verify=)");
-            }
-            println!(
-                "  clients     demo-client {} (secret {}, role Reader)",
-                demo::CLIENT_ID,
-                demo::CLIENT_SECRET
-            );
-            println!(
-                "              admin-client {} (secret {}, roles Reader, Writer)",
-                demo::ADMIN_CLIENT_ID,
-                demo::ADMIN_CLIENT_SECRET
-            );
-            println!("  user        {} / {}", demo::USERNAME, demo::PASSWORD);
-            println!();
-            println!(
-                "A v2.0 access token for demo-client (role Reader), expires in {} min:",
-                token.expires_in / 60
-            );
-            println!();
-            println!("{}", token.access_token);
-            println!();
-            println!("Verify it, exactly as the gateway would:");
-            println!();
-            println!("  {verify}");
-            println!();
-            println!("Get a fresh one from the token endpoint:");
-            println!();
-            println!("  {curl_token}");
-            println!();
-            println!("Press Ctrl-C to stop.");
-        }
+    let scheme = if issuer.server_cert_paths().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let gateway_url = format!("{scheme}://{gw}");
+    let tampered = tamper(&token.access_token);
+    let bearer = |t: &str| format!(" -H {}", shell_quote(&format!("Authorization: Bearer {t}")));
+    let curl = vec![
+        (
+            "allowed",
+            "200: the demo upstream echoes the identity the gateway vouches for",
+            format!(
+                "curl -s{curl_ca}{} {gateway_url}/hello",
+                bearer(&token.access_token)
+            ),
+        ),
+        (
+            "no_token",
+            "401: no bearer token",
+            format!("curl -si{curl_ca} {gateway_url}/hello"),
+        ),
+        (
+            "tampered",
+            "401 bad_signature: one character of the signature changed",
+            format!("curl -si{curl_ca}{} {gateway_url}/hello", bearer(&tampered)),
+        ),
+        (
+            "forbidden",
+            "403 insufficient_scope: /admin needs role Writer, demo-client has Reader",
+            format!(
+                "curl -si{curl_ca}{} {gateway_url}/admin",
+                bearer(&token.access_token)
+            ),
+        ),
+    ];
+    Ok(Summary {
+        discovery: format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration"),
+        authority,
+        tenant,
+        ca,
+        endpoint,
+        token,
+        tampered,
+        verify,
+        curl_token,
+        gateway_url,
+        gateway_config: config_path.display().to_string(),
+        admin_url: format!("http://{admin}"),
+        curl,
+    })
+}
+
+fn summary_json(s: &Summary) -> serde_json::Value {
+    let curl: serde_json::Map<String, serde_json::Value> = s
+        .curl
+        .iter()
+        .map(|(k, _, c)| (k.to_string(), json!(c)))
+        .collect();
+    json!({
+        "authority": s.authority,
+        "tenant_id": s.tenant,
+        "ca_file": s.ca,
+        "discovery": s.discovery,
+        "token_endpoint": s.endpoint,
+        "client_id": demo::CLIENT_ID,
+        "audience": [demo::API_APP_ID.to_string(), demo::API_APP_ID_URI],
+        "token": s.token.access_token,
+        "tampered_token": s.tampered,
+        "kid": s.token.kid,
+        "expires_on": s.token.expires_on,
+        "verify_command": s.verify,
+        "curl_token_command": s.curl_token,
+        "gateway_url": s.gateway_url,
+        "gateway_config": s.gateway_config,
+        "admin_url": s.admin_url,
+        "curl": curl,
+    })
+}
+
+fn print_table(s: &Summary) {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line(format!(
+        "intraport dev: an Entra-compatible issuer for tenant {} (domain {}), a gateway and a demo upstream, on loopback",
+        s.tenant,
+        demo::DOMAIN
+    ));
+    line(String::new());
+    line(format!(
+        "  gateway     {}   (config {})",
+        s.gateway_url, s.gateway_config
+    ));
+    line(format!("  admin       {}/readyz", s.admin_url));
+    line(format!("  authority   {}", s.authority));
+    line(format!("  discovery   {}", s.discovery));
+    if let Some(c) = &s.ca {
+        line(format!(
+            "  CA          {c}   (trust it with curl --cacert, msal verify=)"
+        ));
     }
-    wait_for_stop().await;
-    issuer.shutdown().await.context("stopping the issuer")?;
-    Ok(Outcome::Ok)
+    line(format!(
+        "  clients     demo-client {} (secret {}, role Reader)",
+        demo::CLIENT_ID,
+        demo::CLIENT_SECRET
+    ));
+    line(format!(
+        "              admin-client {} (secret {}, roles Reader, Writer)",
+        demo::ADMIN_CLIENT_ID,
+        demo::ADMIN_CLIENT_SECRET
+    ));
+    line(format!(
+        "  user        {} / {}",
+        demo::USERNAME,
+        demo::PASSWORD
+    ));
+    line(String::new());
+    line(format!(
+        "A v2.0 access token for demo-client (role Reader), expires in {} min:",
+        s.token.expires_in / 60
+    ));
+    line(String::new());
+    line(s.token.access_token.clone());
+    line(String::new());
+    line("Through the gateway:".into());
+    for (_, what, cmd) in &s.curl {
+        line(String::new());
+        line(format!("  # {what}"));
+        line(format!("  {cmd}"));
+    }
+    line(String::new());
+    line("Verify the token exactly as the gateway does:".into());
+    line(String::new());
+    line(format!("  {}", s.verify));
+    line(String::new());
+    line("Get a fresh one from the token endpoint:".into());
+    line(String::new());
+    line(format!("  {}", s.curl_token));
+    line(String::new());
+    line("Press Ctrl-C to stop.".into());
+    print!("{out}");
 }
 
 async fn wait_for_stop() {

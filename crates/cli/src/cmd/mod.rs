@@ -2,8 +2,11 @@
 //! feature crates and prints their results.
 
 pub mod check;
+pub mod config;
 pub mod dev;
+pub mod dev_upstream;
 pub mod pcap;
 pub mod ports;
 pub mod rules;
+pub mod serve;
 pub mod token;

@@ -1,0 +1,87 @@
+//! `intraport dev` as the README promises: the curl lines it prints, run by the real
+//! `curl`, give the four outcomes (allowed with identity headers at the upstream, 401
+//! without a token, 401 bad_signature for a tampered token, 403 for a missing role).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::Dev;
+
+/// Run a printed curl line through the shell, as a user pasting it would; with `-w`
+/// appended so the status is on the last line.
+fn curl(line: &str) -> (u16, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} -w '\\n%{{http_code}}'"))
+        .output()
+        .expect("curl (Debian package curl) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "no status from {line}:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn dev_prints_curl_lines_for_the_four_outcomes() {
+    let dev = Dev::start();
+    let lines = &dev.info["curl"];
+
+    let (status, body) = curl(lines["allowed"].as_str().unwrap());
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["identity"]["x-intraport-roles"], "Reader");
+    assert_eq!(echo["identity"]["x-intraport-tid"], dev.s("tenant_id"));
+    assert_eq!(echo["identity"]["x-intraport-identity-type"], "app");
+    assert_eq!(echo["forwarded"]["x-forwarded-proto"], "https");
+    assert_eq!(
+        echo["authorization_forwarded"], false,
+        "the dev routes strip Authorization"
+    );
+
+    let (status, body) = curl(lines["no_token"].as_str().unwrap());
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("www-authenticate: bearer")
+    );
+
+    let (status, body) = curl(lines["tampered"].as_str().unwrap());
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains(r#"error="invalid_token", error_description="bad_signature""#),
+        "{body}"
+    );
+
+    let (status, body) = curl(lines["forbidden"].as_str().unwrap());
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains(r#"error="insufficient_scope""#), "{body}");
+
+    // Spoofed identity headers from the client never reach the upstream.
+    let spoof = format!(
+        "{} -H 'X-Intraport-Roles: Writer' -H 'X-Intraport-Oid: forged'",
+        lines["allowed"].as_str().unwrap()
+    );
+    let (status, body) = curl(&spoof);
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["identity"]["x-intraport-roles"], "Reader");
+    assert_ne!(echo["identity"]["x-intraport-oid"], "forged");
+
+    // The generated configuration passes `intraport config check`.
+    let out = common::run(&["config", "check", &dev.s("gateway_config")], None);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
