@@ -85,3 +85,35 @@ fn dev_prints_curl_lines_for_the_four_outcomes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The benchmark configuration stays valid: it is checked with the environment the
+/// shared harness sets, and refused, naming the variable, without it.
+#[test]
+fn bench_config_checks_with_the_harness_environment() {
+    let file = common::root().join("bench/intraport-bench.toml");
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["config", "check", "--format", "json"]).arg(&file);
+        for v in ["IDP_URL", "BENCH_TENANT", "BENCH_AUDIENCE", "UPSTREAM_URL"] {
+            cmd.env_remove(v);
+        }
+        cmd.envs(env.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = check(&[
+        ("IDP_URL", "http://127.0.0.1:18079"),
+        ("BENCH_TENANT", "7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b"),
+        ("BENCH_AUDIENCE", "api://intraport-bench"),
+        ("UPSTREAM_URL", "http://127.0.0.1:18080/"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(1), "config check: 1 = the file is invalid");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("IDP_URL"), "{text}");
+}
