@@ -130,7 +130,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
+    // Entra tokens with many claims are large: room for a 16 KiB token in HTTP/2
+    // header lists too (HTTP/1.1's default buffer is already larger).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {

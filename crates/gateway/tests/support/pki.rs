@@ -42,7 +42,6 @@ impl Ca {
     pub fn server(&self) -> Leaf {
         self.leaf(
             "localhost",
-            None,
             vec![
                 SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
                 SanType::DnsName("localhost".try_into().unwrap()),
@@ -51,29 +50,19 @@ impl Ca {
         )
     }
 
-    /// A client certificate `CN=<cn>,O=Example` with a DNS SAN.
+    /// A client certificate `CN=<cn>` with a DNS SAN.
     pub fn client(&self, cn: &str, dns: &str) -> Leaf {
         self.leaf(
             cn,
-            Some("Example"),
             vec![SanType::DnsName(dns.try_into().unwrap())],
             ExtendedKeyUsagePurpose::ClientAuth,
         )
     }
 
-    fn leaf(
-        &self,
-        cn: &str,
-        org: Option<&str>,
-        sans: Vec<SanType>,
-        eku: ExtendedKeyUsagePurpose,
-    ) -> Leaf {
+    fn leaf(&self, cn: &str, sans: Vec<SanType>, eku: ExtendedKeyUsagePurpose) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::default();
         p.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(o) = org {
-            p.distinguished_name.push(DnType::OrganizationName, o);
-        }
         p.subject_alt_names = sans;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![eku];
