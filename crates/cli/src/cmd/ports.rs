@@ -36,11 +36,13 @@ pub enum RulesDialect {
 /// Show the ports and endpoints Entra's hybrid components need, each row with the
 /// document it comes from.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("addresses").multiple(true)))]
 #[command(after_help = "Examples:\n  \
     intraport ports --component pta\n  \
     intraport ports --role domain-controller --format csv\n  \
     intraport ports --component connect-sync --role domain-controller --as-rules iptables --hosts hosts.toml\n\n\
-    A hosts file maps roles to addresses: connect-server = [\"10.0.0.5\"]")]
+    A hosts file maps roles to addresses: connect-server = [\"10.0.0.5\"];\n\
+    --host connect-server=10.0.0.5 does the same on the command line.")]
 pub struct Args {
     /// Only rows of this component (repeatable), e.g. connect-sync, pta, cloud-sync.
     #[arg(long = "component", value_name = "NAME")]
@@ -53,17 +55,20 @@ pub struct Args {
     /// Output format (default: table on a terminal, JSON otherwise).
     #[arg(long, value_enum, conflicts_with = "as_rules")]
     format: Option<PortsFormat>,
-    /// Print the allow rules a firewall needs instead of the map; needs --hosts.
+    /// Print the allow rules a firewall needs instead of the map; needs --hosts or --host.
     #[arg(
         long = "as-rules",
         value_enum,
         value_name = "DIALECT",
-        requires = "hosts"
+        requires = "addresses"
     )]
     as_rules: Option<RulesDialect>,
     /// TOML file mapping roles to addresses or CIDRs, for --as-rules.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "addresses")]
     hosts: Option<PathBuf>,
+    /// A role's addresses, ROLE=ADDR[,ADDR...] (repeatable; added to --hosts).
+    #[arg(long = "host", value_name = "ROLE=ADDRS", group = "addresses")]
+    host: Vec<String>,
     /// With --as-rules, also allow flows the documents mark optional or conditional.
     #[arg(long)]
     include_optional: bool,
@@ -82,8 +87,17 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         None => PortMap::builtin()?,
     };
-    if let (Some(dialect), Some(hosts_path)) = (args.as_rules, &args.hosts) {
-        let hosts = Hosts::load(&hosts_path.display().to_string(), &map)?;
+    if let Some(dialect) = args.as_rules {
+        let mut hosts = match &args.hosts {
+            Some(p) => Hosts::load(&p.display().to_string(), &map)?,
+            None => Hosts {
+                origin: "--host".into(),
+                ..Hosts::default()
+            },
+        };
+        for h in &args.host {
+            hosts.add_arg(h, "--host", &map)?;
+        }
         let sel = Selection {
             components: args.components,
             role: args.role,

@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use intraport_netcheck::hosts::Hosts;
+use intraport_netcheck::portmap::{PortMap, Selection, Transport};
+use intraport_netcheck::rules::{Direction, required_flows};
 use intraport_rules::{
-    AuditOptions, CoverageResult, FlowStatus, InputFormat, Report, Severity, analysis::Analysis,
-    audit::audit_analysis, coverage, parse, parse_flows,
+    AuditOptions, CoverageResult, FlowStatus, InputFormat, Report, RequiredFlow, Severity,
+    analysis::Analysis, audit::audit_analysis, coverage, parse, parse_flows,
 };
 use serde::Serialize;
 
@@ -21,7 +24,9 @@ pub enum Command {
         iptables-save > fw.rules && intraport rules audit fw.rules\n  \
         nft -j list ruleset > fw.json && intraport rules audit fw.json --input nftables\n  \
         az network nsg show -g RG -n NSG > nsg.json && intraport rules audit nsg.json\n  \
-        intraport rules audit fw.rules --flows flows.toml --fail-on medium\n\n\
+        intraport rules audit fw.rules --flows flows.toml --fail-on medium\n  \
+        intraport rules audit dc.rules --component connect-sync --role domain-controller \\\n    \
+        --host domain-controller=10.0.1.10 --host connect-server=10.0.0.5\n\n\
         Exit status: 0 no finding at or above --fail-on and every flow allowed,\n\
         1 such findings or a blocked/partial flow, 2 unreadable input.")]
     Audit(AuditArgs),
@@ -70,6 +75,24 @@ pub struct AuditArgs {
     /// dst, dports, chain).
     #[arg(long, value_name = "FILE")]
     flows: Option<PathBuf>,
+    /// Check the flows this component of the Entra port map needs (repeatable), e.g.
+    /// connect-sync, pta: each is allowed, blocked (by which rule) or partially allowed.
+    /// The flows are those `intraport ports --as-rules` prints for the same choices.
+    #[arg(long = "component", value_name = "NAME")]
+    components: Vec<String>,
+    /// The role whose own firewall the ruleset is (flows on its INPUT/OUTPUT, or NSG
+    /// Inbound/Outbound); without it, a network firewall between the roles (FORWARD).
+    #[arg(long, value_name = "ROLE", requires = "components")]
+    role: Option<String>,
+    /// TOML file mapping roles to addresses (role = ["10.0.0.5", "10.0.1.0/24"]).
+    #[arg(long, value_name = "FILE", requires = "components")]
+    hosts: Option<PathBuf>,
+    /// A role's addresses, ROLE=ADDR[,ADDR...] (repeatable; added to --hosts).
+    #[arg(long = "host", value_name = "ROLE=ADDRS", requires = "components")]
+    host: Vec<String>,
+    /// With --component, also require flows the documents mark optional.
+    #[arg(long, requires = "components")]
+    include_optional: bool,
 }
 
 #[derive(Serialize)]
@@ -110,7 +133,7 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         None => detect(&text),
     };
     let ruleset = parse(format, &name, &text)?;
-    let flows = match &args.flows {
+    let mut flows = match &args.flows {
         Some(path) => {
             let fname = path.display().to_string();
             let ftext =
@@ -119,6 +142,9 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         }
         None => Vec::new(),
     };
+    if !args.components.is_empty() {
+        flows.extend(port_map_flows(&args, format)?);
+    }
     let analysis = Analysis::new(&ruleset);
     let report = audit_analysis(&analysis, &AuditOptions::default());
     let cov = coverage(&analysis, &flows);
@@ -140,6 +166,59 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         Format::Table => print_table(&report, &cov),
     }
     Ok(if failed { Outcome::Failed } else { Outcome::Ok })
+}
+
+/// The required flows of the chosen components, from the port map and the roles'
+/// addresses, in the rules crate's terms (hook names of the input's firewall).
+fn port_map_flows(args: &AuditArgs, format: InputFormat) -> anyhow::Result<Vec<RequiredFlow>> {
+    let map = PortMap::builtin()?;
+    let mut hosts = match &args.hosts {
+        Some(p) => Hosts::load(&p.display().to_string(), &map)?,
+        None => Hosts::default(),
+    };
+    for h in &args.host {
+        hosts.add_arg(h, "--host", &map)?;
+    }
+    if hosts.roles.is_empty() {
+        bail!(
+            "--component needs the roles' addresses: give --hosts FILE or --host ROLE=ADDR (e.g. --host domain-controller=10.0.1.10)"
+        );
+    }
+    hosts.origin = match (&args.hosts, args.host.is_empty()) {
+        (Some(p), true) => p.display().to_string(),
+        (Some(p), false) => format!("{} and --host", p.display()),
+        (None, _) => "--host".to_string(),
+    };
+    let sel = Selection {
+        components: args.components.clone(),
+        role: args.role.clone(),
+        include_optional: args.include_optional,
+    };
+    let mut out = Vec::new();
+    for f in required_flows(&map, &hosts, &sel)? {
+        let chain = match (format, f.direction) {
+            (InputFormat::Nsg, Direction::Inbound) => "Inbound",
+            (InputFormat::Nsg, Direction::Outbound) => "Outbound",
+            (InputFormat::Nsg, Direction::Forward) => bail!(
+                "an NSG filters the traffic of one subnet or NIC: give --role, the role it protects"
+            ),
+            (_, Direction::Inbound) => "INPUT",
+            (_, Direction::Outbound) => "OUTPUT",
+            (_, Direction::Forward) => "FORWARD",
+        };
+        out.push(RequiredFlow {
+            name: format!("{} {}/{}", f.row_id, f.transport, f.dports),
+            proto: match f.transport {
+                Transport::Tcp => 6,
+                Transport::Udp => 17,
+            },
+            src: f.src,
+            dst: f.dst,
+            dports: vec![(f.dports.start, f.dports.end)],
+            chain: chain.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 fn print_table(report: &Report, cov: &[CoverageResult]) {
@@ -175,8 +254,14 @@ fn print_table(report: &Report, cov: &[CoverageResult]) {
         }
     }
     if !cov.is_empty() {
+        let w = cov
+            .iter()
+            .map(|c| c.flow.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(4);
         println!();
-        println!("{:<32} {:<10} {:<12} BY", "FLOW", "CHAIN", "STATUS");
+        println!("{:<w$} {:<10} {:<12} BY", "FLOW", "CHAIN", "STATUS");
         for c in cov {
             let status = serde_json::to_value(c.status)
                 .ok()
@@ -184,14 +269,14 @@ fn print_table(report: &Report, cov: &[CoverageResult]) {
                 .unwrap_or_default();
             let by: Vec<String> = c.by.iter().map(|r| r.to_string()).collect();
             println!(
-                "{:<32} {:<10} {:<12} {}",
+                "{:<w$} {:<10} {:<12} {}",
                 c.flow,
                 c.chain,
                 status,
                 by.join(", ")
             );
             if let Some(p) = &c.example {
-                println!("{:<56} example: {p}", "");
+                println!("{:<pad$} example: {p}", "", pad = w + 24);
             }
         }
     }
