@@ -147,7 +147,10 @@ pub struct GatewayHandle {
     shared: Arc<Shared>,
     control: tokio::sync::Mutex<Control>,
     admin_addr: SocketAddr,
-    shutdown_grace: Duration,
+    admin_configured: SocketAddr,
+    worker_threads: Option<usize>,
+    /// Milliseconds; the last applied configuration's grace period.
+    shutdown_grace_ms: AtomicU64,
     reloads: Arc<ReloadStats>,
     watch: CancellationToken,
 }
@@ -196,7 +199,9 @@ impl Gateway {
                 file: config.file.clone(),
             }),
             admin_addr,
-            shutdown_grace: config.shutdown_grace,
+            admin_configured: config.admin_listen,
+            worker_threads: config.worker_threads,
+            shutdown_grace_ms: AtomicU64::new(0),
             reloads: Arc::new(ReloadStats::default()),
             watch: shared.drain.child_token(),
         });
@@ -320,9 +325,9 @@ impl GatewayHandle {
         tracing::info!("shut down");
     }
 
-    /// The grace period from the configuration the gateway started with.
+    /// The grace period of the configuration in force.
     pub fn shutdown_grace(&self) -> Duration {
-        self.shutdown_grace
+        Duration::from_millis(self.shutdown_grace_ms.load(Ordering::Relaxed))
     }
 
     /// Run until SIGTERM or SIGINT (then shut down gracefully), reloading the
@@ -343,7 +348,7 @@ impl GatewayHandle {
                 _ = int.recv() => break,
             }
         }
-        self.shutdown(self.shutdown_grace).await;
+        self.shutdown(self.shutdown_grace()).await;
         Ok(())
     }
 
@@ -377,6 +382,12 @@ impl GatewayHandle {
             return Err(StartError::ShuttingDown);
         }
         let mut control = self.control.lock().await;
+        if config.admin_listen != self.admin_configured {
+            tracing::warn!(admin = %config.admin_listen, "a new admin address takes effect at the next start");
+        }
+        if config.worker_threads != self.worker_threads {
+            tracing::warn!("a new worker_threads takes effect at the next start");
+        }
 
         // Providers: keep the running one when its settings did not change.
         let mut providers: Vec<(String, RunningProvider, bool)> = Vec::new();
@@ -572,6 +583,8 @@ impl GatewayHandle {
             }
         }
         control.file = config.file.or(control.file.take());
+        let grace = u64::try_from(config.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
+        self.shutdown_grace_ms.store(grace, Ordering::Relaxed);
         Ok(())
     }
 }

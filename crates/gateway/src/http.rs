@@ -284,8 +284,9 @@ fn request_id() -> String {
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<Body> {
     let rid = request_id();
     let rt = ctx.runtime.load_full();
+    // Kept for the refusal log line; both clones are reference-count bumps.
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let mut resp = match proxy(req, &ctx, &rt, &rid).await {
         Ok(r) => r,
         Err((route, reject)) => {
@@ -298,7 +299,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<Body> {
                 route = route.as_deref().unwrap_or("-"),
                 peer = %ctx.peer,
                 %method,
-                %path,
+                path = uri.path(),
                 status = reject.status().as_u16(),
                 code = reject.code(),
                 detail = %reject.detail(),
