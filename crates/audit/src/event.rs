@@ -1,0 +1,369 @@
+//! The audit event: one struct for every kind of thing the gateway witnesses.
+//!
+//! Every connection attempt and request outcome becomes one [`Event`]. The kind is an
+//! [`Action`]; fields that do not apply to a kind stay `None`. Field types are cheap to
+//! build on the data plane: [`Text`] is a small-string type (inline up to 23 bytes,
+//! `&'static str` without allocation, shared otherwise), addresses are `SocketAddr`,
+//! durations are `Duration`. The token itself never enters an event: only its `kid`,
+//! `tid`, `oid` and `azp` ([`Identity`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A cheap string for event fields: static strings and short strings do not allocate,
+/// clones are O(1).
+pub type Text = smol_str::SmolStr;
+
+/// What happened: the kind of an [`Event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A TCP connection was accepted by a listener.
+    ConnectionAccepted,
+    /// A TCP connection was refused before TLS (reason: `limit`, `ban`, `cidr`, ...).
+    ConnectionRefused,
+    /// A TLS handshake finished; the outcome says whether it succeeded (reason on
+    /// failure: `no_shared_cipher`, `no_shared_version`, `bad_client_cert`, `timeout`,
+    /// `reset`, ...).
+    TlsHandshake,
+    /// A token or client certificate was checked; on failure the reason is a code of
+    /// the token vocabulary (`expired`, `bad_signature`, ...).
+    Authentication,
+    /// The route's policy allowed or denied the request (route and rule set).
+    PolicyDecision,
+    /// The upstream answered (or failed): status, bytes and durations.
+    UpstreamResult,
+    /// A source address was banned (for example after repeated failed authentication).
+    Ban,
+    /// A ban was lifted.
+    Unban,
+    /// The configuration was reloaded (outcome failure with the reason if it was not).
+    Reload,
+}
+
+impl Action {
+    /// Every action, in documentation order.
+    pub const ALL: [Action; 9] = [
+        Action::ConnectionAccepted,
+        Action::ConnectionRefused,
+        Action::TlsHandshake,
+        Action::Authentication,
+        Action::PolicyDecision,
+        Action::UpstreamResult,
+        Action::Ban,
+        Action::Unban,
+        Action::Reload,
+    ];
+
+    /// The action as it appears in `event.action`, the CEF signature id and the
+    /// syslog MSGID (lowercase, hyphenated, at most 32 printable ASCII characters).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ConnectionAccepted => "connection-accepted",
+            Action::ConnectionRefused => "connection-refused",
+            Action::TlsHandshake => "tls-handshake",
+            Action::Authentication => "authentication",
+            Action::PolicyDecision => "policy-decision",
+            Action::UpstreamResult => "upstream-result",
+            Action::Ban => "ban",
+            Action::Unban => "unban",
+            Action::Reload => "reload",
+        }
+    }
+
+    /// A short human name (the CEF `Name` header field).
+    pub fn title(self) -> &'static str {
+        match self {
+            Action::ConnectionAccepted => "Connection accepted",
+            Action::ConnectionRefused => "Connection refused",
+            Action::TlsHandshake => "TLS handshake",
+            Action::Authentication => "Authentication",
+            Action::PolicyDecision => "Policy decision",
+            Action::UpstreamResult => "Upstream result",
+            Action::Ban => "Source banned",
+            Action::Unban => "Source unbanned",
+            Action::Reload => "Configuration reload",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the thing the event describes succeeded (ECS `event.outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// It succeeded (accepted, allowed, authenticated, answered).
+    Success,
+    /// It failed or was refused; [`Event::reason`] says why.
+    Failure,
+    /// Not applicable or not known.
+    Unknown,
+}
+
+impl Outcome {
+    /// `success`, `failure` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// A unique event id: a random 64-bit process nonce and a 64-bit sequence number,
+/// shown as a UUID-shaped 32-digit hex string. Unique across restarts (the nonce) and
+/// ordered within one process (the sequence), without a system call per event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId {
+    /// Random per process.
+    pub nonce: u64,
+    /// Increments by one per event in this process.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// The next id of this process.
+    pub fn next() -> EventId {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        EventId {
+            nonce: process_nonce(),
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.nonce;
+        let s = self.seq;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            n >> 32,
+            (n >> 16) & 0xffff,
+            n & 0xffff,
+            s >> 48,
+            s & 0xffff_ffff_ffff
+        )
+    }
+}
+
+fn process_nonce() -> u64 {
+    static NONCE: OnceLock<u64> = OnceLock::new();
+    *NONCE.get_or_init(|| {
+        // The standard library's randomly keyed hasher is the one source of process
+        // randomness without another dependency; mixed with the clock and pid so two
+        // processes started in the same nanosecond still differ.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    })
+}
+
+/// Who the token or certificate says the caller is. Never the token itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's key id (`kid` header).
+    pub kid: Option<Text>,
+    /// The tenant (`tid`).
+    pub tid: Option<Text>,
+    /// The object id of the user or service principal (`oid`); ECS `user.id`.
+    pub oid: Option<Text>,
+    /// The client application (`azp` or v1 `appid`).
+    pub azp: Option<Text>,
+    /// The client certificate's subject, for mTLS identities.
+    pub cert_subject: Option<Text>,
+}
+
+/// TLS facts of a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, as IANA names it without the prefix: `1.2`, `1.3`.
+    pub version: Option<Text>,
+    /// The negotiated cipher suite's IANA name.
+    pub cipher: Option<Text>,
+    /// The negotiated ALPN protocol (`h2`, `http/1.1`).
+    pub alpn: Option<Text>,
+}
+
+/// HTTP facts of a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpInfo {
+    /// Request method.
+    pub method: Option<Text>,
+    /// The normalised request path (never the query string: it may carry secrets).
+    pub path: Option<Text>,
+    /// The status code sent to the client.
+    pub status: Option<u16>,
+    /// HTTP version: `1.1`, `2`.
+    pub version: Option<Text>,
+}
+
+/// Time spent in each stage of a connection or request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durations {
+    /// TLS handshake.
+    pub handshake: Option<Duration>,
+    /// Token or certificate validation.
+    pub auth: Option<Duration>,
+    /// From sending to the upstream until its response head (or the TCP session's end).
+    pub upstream: Option<Duration>,
+    /// From accept (or request start) to the end.
+    pub total: Option<Duration>,
+}
+
+/// One audit event. Build it with [`Event::new`] and set the fields that apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Unique id, set by [`Event::new`].
+    pub id: EventId,
+    /// When it happened, set by [`Event::new`].
+    pub timestamp: SystemTime,
+    /// What happened.
+    pub action: Action,
+    /// Whether it succeeded.
+    pub outcome: Outcome,
+    /// Why (refusal reason, TLS failure reason, token error code, deny reason, ban
+    /// cause, reload error): a code from a fixed vocabulary wherever one exists.
+    pub reason: Option<Text>,
+    /// The connection's id, shared by all events of one connection.
+    pub connection_id: Option<u64>,
+    /// The request's id (also sent upstream), for HTTP events.
+    pub request_id: Option<Text>,
+    /// The client's address as the gateway saw it (or as trusted proxies reported it).
+    pub source: Option<SocketAddr>,
+    /// The address the client connected to (the listener's local address).
+    pub destination: Option<SocketAddr>,
+    /// The listener's name.
+    pub listener: Option<Text>,
+    /// The route's name.
+    pub route: Option<Text>,
+    /// The policy rule that decided (for example `source.deny[2]`, `require.roles`).
+    pub rule: Option<Text>,
+    /// The TLS server name the client asked for.
+    pub sni: Option<Text>,
+    /// TLS facts.
+    pub tls: Option<Box<TlsInfo>>,
+    /// Who the caller is.
+    pub identity: Option<Box<Identity>>,
+    /// HTTP facts.
+    pub http: Option<Box<HttpInfo>>,
+    /// The upstream's address.
+    pub upstream: Option<SocketAddr>,
+    /// Bytes received from the client.
+    pub bytes_in: Option<u64>,
+    /// Bytes sent to the client.
+    pub bytes_out: Option<u64>,
+    /// Stage durations.
+    pub durations: Durations,
+    /// How long a ban lasts (for [`Action::Ban`]).
+    pub ban_duration: Option<Duration>,
+    /// A free-form human message (for example the reload's summary).
+    pub message: Option<Text>,
+}
+
+impl Event {
+    /// A new event of `action` with `outcome`, a fresh id and the current time; every
+    /// other field empty.
+    pub fn new(action: Action, outcome: Outcome) -> Event {
+        Event {
+            id: EventId::next(),
+            timestamp: SystemTime::now(),
+            action,
+            outcome,
+            reason: None,
+            connection_id: None,
+            request_id: None,
+            source: None,
+            destination: None,
+            listener: None,
+            route: None,
+            rule: None,
+            sni: None,
+            tls: None,
+            identity: None,
+            http: None,
+            upstream: None,
+            bytes_in: None,
+            bytes_out: None,
+            durations: Durations::default(),
+            ban_duration: None,
+            message: None,
+        }
+    }
+
+    /// Sets the reason (builder style).
+    pub fn with_reason(mut self, reason: impl Into<Text>) -> Event {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The event's severity on the syslog scale (0 emergency .. 7 debug): failures and
+    /// bans are warnings (4), everything else informational (6).
+    pub fn syslog_severity(&self) -> u8 {
+        match (self.action, self.outcome) {
+            (Action::Ban, _) => 4,
+            (_, Outcome::Failure) => 4,
+            _ => 6,
+        }
+    }
+
+    /// The event's CEF severity (0..10).
+    pub fn cef_severity(&self) -> u8 {
+        match (self.action, self.outcome) {
+            (Action::Ban, _) => 7,
+            (Action::Authentication, Outcome::Failure) => 6,
+            (Action::Reload, Outcome::Failure) => 6,
+            (_, Outcome::Failure) => 5,
+            _ => 3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_uuid_shaped() {
+        let a = EventId::next();
+        let b = EventId::next();
+        assert_ne!(a, b);
+        assert_eq!(a.nonce, b.nonce);
+        let s = a.to_string();
+        assert_eq!(s.len(), 36, "{s}");
+        assert_eq!(s.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn action_names_fit_a_syslog_msgid() {
+        for a in Action::ALL {
+            let s = a.as_str();
+            assert!(s.len() <= 32 && s.bytes().all(|b| (33..=126).contains(&b)));
+        }
+    }
+
+    #[test]
+    fn event_stays_small() {
+        // Boxed optional groups keep the common event small to move through queues.
+        assert!(
+            std::mem::size_of::<Event>() <= 512,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
+    }
+}

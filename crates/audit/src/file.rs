@@ -1,0 +1,407 @@
+//! The file and stdout sinks.
+//!
+//! The file sink's worker formats a batch of events into one buffer and hands it to a
+//! blocking thread (`spawn_blocking`) that writes it and, in `sync` mode or when an
+//! `emit_durable` waits, fsyncs it before the acknowledgements go out. In group mode it
+//! fsyncs at most `commit_interval` after the first unsynced write, so a crash loses
+//! at most that window. Rotation (by size at line boundaries, or by age) renames the
+//! file with a UTC timestamp and gzips it on a background thread.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::sleep_until;
+
+use crate::config::{Durability, FilePlan};
+use crate::error::Error;
+use crate::format::{Format, write_event};
+use crate::pipeline::{Counters, Item};
+
+/// Events taken from the queue per batch.
+pub(crate) const BATCH: usize = 4096;
+
+/// The open audit file and its rotation state.
+pub(crate) struct FileWriter {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    opened: Instant,
+    rotate_size: Option<u64>,
+    rotate_interval: Option<Duration>,
+    compress: bool,
+    keep: Option<usize>,
+}
+
+fn io_err(path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        what: "audit file",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => File::open(d)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+impl FileWriter {
+    /// Opens (creating the directory and file if needed) the sink's file for appending.
+    pub fn open(plan: &FilePlan) -> Result<FileWriter, Error> {
+        if let Some(dir) = plan.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        let file = open_append(&plan.path).map_err(|e| io_err(&plan.path, e))?;
+        let size = file.metadata().map_err(|e| io_err(&plan.path, e))?.len();
+        Ok(FileWriter {
+            path: plan.path.clone(),
+            file,
+            size,
+            opened: Instant::now(),
+            rotate_size: plan.rotate_size,
+            rotate_interval: plan.rotate_interval,
+            compress: plan.compress,
+            keep: plan.keep,
+        })
+    }
+
+    /// Writes `buf`, whose lines end at `ends`, rotating between lines when the size
+    /// limit would be passed or the file is too old.
+    fn write_lines(&mut self, buf: &[u8], ends: &[usize]) -> io::Result<()> {
+        if let Some(max) = self.rotate_interval
+            && self.opened.elapsed() >= max
+            && self.size > 0
+        {
+            self.rotate()?;
+        }
+        let Some(limit) = self.rotate_size else {
+            self.file.write_all(buf)?;
+            self.size += buf.len() as u64;
+            return Ok(());
+        };
+        let mut start = 0;
+        let mut chunk_end = 0;
+        for &end in ends {
+            let line = (end - chunk_end) as u64;
+            let pending = (chunk_end - start) as u64;
+            if self.size + pending + line > limit && self.size + pending > 0 {
+                self.file.write_all(&buf[start..chunk_end])?;
+                self.size += pending;
+                start = chunk_end;
+                self.rotate()?;
+            }
+            chunk_end = end;
+        }
+        self.file.write_all(&buf[start..chunk_end])?;
+        self.size += (chunk_end - start) as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Renames the current file to `NAME.<UTC timestamp>`, opens a fresh one and
+    /// starts compressing and pruning the old ones in the background.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        let mut stamp = Vec::new();
+        crate::timefmt::write_rfc3339(SystemTime::now(), &mut stamp);
+        let stamp: String = String::from_utf8_lossy(&stamp)
+            .chars()
+            .filter(|c| *c != '-' && *c != ':')
+            .collect();
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut rotated = self.path.with_file_name(format!("{name}.{stamp}"));
+        let mut n = 1;
+        while rotated.exists() || rotated.with_extension_gz().exists() {
+            rotated = self.path.with_file_name(format!("{name}.{stamp}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &rotated)?;
+        self.file = open_append(&self.path)?;
+        sync_dir(&self.path)?;
+        self.size = 0;
+        self.opened = Instant::now();
+        let (compress, keep, path) = (self.compress, self.keep, self.path.clone());
+        std::thread::spawn(move || {
+            if compress && let Err(e) = gzip_file(&rotated) {
+                tracing::error!(file = %rotated.display(), error = %e, "gzip of rotated audit file failed");
+            }
+            if let Some(keep) = keep
+                && let Err(e) = prune(&path, keep)
+            {
+                tracing::error!(file = %path.display(), error = %e, "pruning rotated audit files failed");
+            }
+        });
+        Ok(())
+    }
+}
+
+trait GzName {
+    fn with_extension_gz(&self) -> PathBuf;
+}
+
+impl GzName for Path {
+    fn with_extension_gz(&self) -> PathBuf {
+        let mut s = self.as_os_str().to_owned();
+        s.push(".gz");
+        PathBuf::from(s)
+    }
+}
+
+/// Compresses `path` to `path.gz` (written to a temporary name, fsynced, renamed),
+/// then removes `path`.
+fn gzip_file(path: &Path) -> io::Result<()> {
+    let gz = path.with_extension_gz();
+    let mut tmp = gz.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut input = File::open(path)?;
+    let out = File::create(&tmp)?;
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    io::copy(&mut input, &mut enc)?;
+    let out = enc.finish()?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, &gz)?;
+    std::fs::remove_file(path)?;
+    sync_dir(&gz)
+}
+
+/// Keeps the `keep` newest rotated files of `path` (compressed or not).
+fn prune(path: &Path, keep: usize) -> io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(
+        "{}.",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let mut stamps: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&prefix)
+            && !rest.ends_with(".tmp")
+        {
+            let stamp = rest.strip_suffix(".gz").unwrap_or(rest).to_string();
+            if !stamps.contains(&stamp) {
+                stamps.push(stamp);
+            }
+        }
+    }
+    stamps.sort();
+    let excess = stamps.len().saturating_sub(keep);
+    for stamp in &stamps[..excess] {
+        for suffix in ["", ".gz"] {
+            let p = dir.join(format!("{prefix}{stamp}{suffix}"));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lock(w: &Mutex<FileWriter>) -> MutexGuard<'_, FileWriter> {
+    // A panic while holding the lock cannot leave the writer half-updated in a way
+    // that matters: the next write appends after whatever reached the file.
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits for the next batch, a commit deadline or shutdown. `None`: stop.
+pub(crate) enum Next {
+    Batch,
+    Commit,
+    Stop,
+}
+
+pub(crate) async fn next(
+    rx: &mut mpsc::Receiver<Item>,
+    items: &mut Vec<Item>,
+    stop: &mut watch::Receiver<bool>,
+    stopping: &mut bool,
+    deadline: Option<tokio::time::Instant>,
+) -> Next {
+    if *stopping {
+        return if rx.recv_many(items, BATCH).await == 0 {
+            Next::Stop
+        } else {
+            Next::Batch
+        };
+    }
+    tokio::select! {
+        biased;
+        r = stop.changed() => {
+            if r.is_err() || *stop.borrow() {
+                *stopping = true;
+                rx.close();
+            }
+            if rx.recv_many(items, BATCH).await == 0 { Next::Stop } else { Next::Batch }
+        }
+        n = rx.recv_many(items, BATCH) => if n == 0 { Next::Stop } else { Next::Batch },
+        _ = async {
+            match deadline {
+                Some(d) => sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        } => Next::Commit,
+    }
+}
+
+/// The file sink's worker.
+pub(crate) async fn run_file(
+    plan: FilePlan,
+    writer: FileWriter,
+    mut rx: mpsc::Receiver<Item>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let writer = Arc::new(Mutex::new(writer));
+    let mut items = Vec::with_capacity(BATCH);
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut ends = Vec::with_capacity(BATCH);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut stopping = false;
+    loop {
+        match next(&mut rx, &mut items, &mut stop, &mut stopping, deadline).await {
+            Next::Stop => break,
+            Next::Commit => {
+                deadline = None;
+                let w = writer.clone();
+                let r = tokio::task::spawn_blocking(move || lock(&w).sync()).await;
+                if !matches!(r, Ok(Ok(()))) {
+                    Counters::add(&counters.errors, 1);
+                    tracing::error!(file = %plan.path.display(), "audit file fsync failed");
+                }
+            }
+            Next::Batch => {
+                let mut acks = Vec::new();
+                buf.clear();
+                ends.clear();
+                let n = items.len() as u64;
+                for it in items.drain(..) {
+                    write_event(plan.format, &it.event, &mut buf);
+                    buf.push(b'\n');
+                    ends.push(buf.len());
+                    if let Some(a) = it.ack {
+                        acks.push(a);
+                    }
+                }
+                let sync_now = plan.durability == Durability::Sync || !acks.is_empty();
+                let w = writer.clone();
+                let (b, e) = (std::mem::take(&mut buf), std::mem::take(&mut ends));
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut w = lock(&w);
+                    let mut r = w.write_lines(&b, &e);
+                    if r.is_ok() && sync_now {
+                        r = w.sync();
+                    }
+                    (b, e, r)
+                })
+                .await;
+                let result = match r {
+                    Ok((b, e, r)) => {
+                        buf = b;
+                        ends = e;
+                        r.map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(format!("writer thread failed: {e}")),
+                };
+                match &result {
+                    Ok(()) => {
+                        Counters::add(&counters.written, n);
+                        if !sync_now && deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + plan.commit_interval);
+                        }
+                        if sync_now {
+                            deadline = None;
+                        }
+                    }
+                    Err(e) => {
+                        Counters::add(&counters.errors, 1);
+                        Counters::add(&counters.dropped, n);
+                        tracing::error!(file = %plan.path.display(), error = %e, "audit file write failed");
+                    }
+                }
+                for a in acks {
+                    let _ = a.send(result.clone());
+                }
+            }
+        }
+    }
+    let w = writer.clone();
+    let r = tokio::task::spawn_blocking(move || lock(&w).sync()).await;
+    if !matches!(r, Ok(Ok(()))) {
+        Counters::add(&counters.errors, 1);
+    }
+}
+
+/// The stdout sink's worker: one event per line, flushed per batch.
+pub(crate) async fn run_stdout(
+    format: Format,
+    mut rx: mpsc::Receiver<Item>,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut out = tokio::io::stdout();
+    let mut items = Vec::with_capacity(BATCH);
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut stopping = false;
+    loop {
+        match next(&mut rx, &mut items, &mut stop, &mut stopping, None).await {
+            Next::Stop => break,
+            Next::Commit => {}
+            Next::Batch => {
+                buf.clear();
+                let n = items.len() as u64;
+                let mut acks = Vec::new();
+                for it in items.drain(..) {
+                    write_event(format, &it.event, &mut buf);
+                    buf.push(b'\n');
+                    acks.extend(it.ack);
+                }
+                let r = async {
+                    out.write_all(&buf).await?;
+                    out.flush().await
+                }
+                .await;
+                match r {
+                    Ok(()) => Counters::add(&counters.written, n),
+                    Err(_) => {
+                        Counters::add(&counters.errors, 1);
+                        Counters::add(&counters.dropped, n);
+                    }
+                }
+                for a in acks {
+                    let _ = a.send(Ok(()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,910 @@
+//! Wire formats: ECS JSON lines, CEF and RFC 5424 syslog framing.
+//!
+//! Each writer appends to a caller's `Vec<u8>` so a sink formats a whole batch into
+//! one buffer without per-event allocation. The JSON writer is hand-written for the
+//! same reason (no intermediate `Value`, no per-field allocation); its string escaping
+//! is checked against `serde_json` by a property test.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use crate::event::{Action, Event, Outcome};
+use crate::timefmt::{unix_millis, write_rfc3339};
+
+/// The ECS version the JSON lines declare in `ecs.version`.
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// The product and vendor name in CEF headers and ECS `observer.product`.
+pub const PRODUCT: &str = "intraport";
+
+/// How an event is written as text (`"ecs"` or `"cef"` in configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Elastic Common Schema JSON (one object per line in files and on stdout).
+    Ecs,
+    /// ArcSight Common Event Format.
+    Cef,
+}
+
+/// Appends `event` in `format` without a trailing newline.
+pub fn write_event(format: Format, event: &Event, out: &mut Vec<u8>) {
+    match format {
+        Format::Ecs => write_ecs(event, out),
+        Format::Cef => write_cef(event, out),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// ECS
+
+/// ECS `event.category` for an event.
+pub fn ecs_category(event: &Event) -> &'static [&'static str] {
+    match event.action {
+        Action::ConnectionAccepted
+        | Action::ConnectionRefused
+        | Action::TlsHandshake
+        | Action::PolicyDecision
+        | Action::Ban
+        | Action::Unban => &["network"],
+        Action::Authentication => &["authentication"],
+        Action::UpstreamResult if event.http.is_some() => &["web"],
+        Action::UpstreamResult => &["network"],
+        Action::Reload => &["configuration"],
+    }
+}
+
+/// ECS `event.type` for an event.
+pub fn ecs_type(event: &Event) -> &'static [&'static str] {
+    let ok = event.outcome != Outcome::Failure;
+    match event.action {
+        Action::ConnectionAccepted => &["connection", "start", "allowed"],
+        Action::ConnectionRefused => &["connection", "denied"],
+        Action::TlsHandshake => &["protocol"],
+        Action::Authentication => &["info"],
+        Action::PolicyDecision if ok => &["allowed"],
+        Action::PolicyDecision => &["denied"],
+        Action::UpstreamResult if event.http.is_some() && ok => &["access"],
+        Action::UpstreamResult if event.http.is_some() => &["access", "error"],
+        Action::UpstreamResult => &["connection", "end"],
+        Action::Ban => &["denied"],
+        Action::Unban => &["info"],
+        Action::Reload => &["change"],
+    }
+}
+
+/// A minimal streaming JSON object writer: keys are trusted literals, values escaped.
+struct Json<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Json<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Json<'a> {
+        out.push(b'{');
+        Json { out, first: true }
+    }
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        json_string(v, self.out);
+    }
+    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(k, v);
+        }
+    }
+    fn num(&mut self, k: &str, v: u128) {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+    }
+    fn opt_num(&mut self, k: &str, v: Option<u128>) {
+        if let Some(v) = v {
+            self.num(k, v);
+        }
+    }
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+    fn list(&mut self, k: &str, v: &[&str]) {
+        self.key(k);
+        self.out.push(b'[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            json_string(s, self.out);
+        }
+        self.out.push(b']');
+    }
+    /// Opens a nested object under `k`; close it with [`Json::end`].
+    fn obj(&mut self, k: &str) {
+        self.key(k);
+        self.out.push(b'{');
+        self.first = true;
+    }
+    fn end(&mut self) {
+        self.out.push(b'}');
+        self.first = false;
+    }
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 escaping; non-ASCII kept as UTF-8).
+pub fn json_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn micros(d: Option<std::time::Duration>) -> Option<u128> {
+    d.map(|d| d.as_micros())
+}
+
+/// A one-line human summary, used as ECS `message` when the event has none.
+pub fn summary(event: &Event) -> String {
+    let mut s = format!("{} {}", event.action.as_str(), event.outcome.as_str());
+    if let Some(r) = &event.reason {
+        s.push_str(" reason=");
+        s.push_str(r);
+    }
+    if let Some(src) = event.source {
+        s.push_str(" source=");
+        s.push_str(&src.to_string());
+    }
+    if let Some(route) = &event.route {
+        s.push_str(" route=");
+        s.push_str(route);
+    }
+    s
+}
+
+fn addr(j: &mut Json<'_>, k: &str, a: Option<SocketAddr>, bytes: Option<u64>) {
+    if a.is_none() && bytes.is_none() {
+        return;
+    }
+    j.obj(k);
+    if let Some(a) = a {
+        j.str("ip", &a.ip().to_string());
+        j.num("port", a.port() as u128);
+    }
+    j.opt_num("bytes", bytes.map(u128::from));
+    j.end();
+}
+
+/// Appends `event` as one ECS JSON object (no newline). The field table is in the
+/// crate documentation and `FIELDS.md`.
+pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
+    let mut j = Json::open(out);
+    j.key("@timestamp");
+    j.out.push(b'"');
+    write_rfc3339(event.timestamp, j.out);
+    j.out.push(b'"');
+    match &event.message {
+        Some(m) => j.str("message", m),
+        None => j.str("message", &summary(event)),
+    }
+    j.obj("ecs");
+    j.str("version", ECS_VERSION);
+    j.end();
+
+    j.obj("event");
+    j.str("id", &event.id.to_string());
+    j.str("kind", "event");
+    j.list("category", ecs_category(event));
+    j.list("type", ecs_type(event));
+    j.str("action", event.action.as_str());
+    j.str("outcome", event.outcome.as_str());
+    j.opt_str("reason", event.reason.as_deref());
+    j.opt_num("duration", event.durations.total.map(|d| d.as_nanos()));
+    j.str("dataset", "intraport.audit");
+    j.end();
+
+    j.obj("observer");
+    j.str("product", PRODUCT);
+    j.str("type", "proxy");
+    j.str("version", env!("CARGO_PKG_VERSION"));
+    j.end();
+
+    addr(&mut j, "source", event.source, event.bytes_in);
+    addr(&mut j, "destination", event.destination, event.bytes_out);
+    if event.source.is_some() || event.destination.is_some() {
+        j.obj("network");
+        j.str("transport", "tcp");
+        j.end();
+    }
+
+    let tls = event.tls.as_deref();
+    let subject = event
+        .identity
+        .as_deref()
+        .and_then(|i| i.cert_subject.as_deref());
+    if tls.is_some() || event.sni.is_some() || event.action == Action::TlsHandshake {
+        j.obj("tls");
+        if event.action == Action::TlsHandshake {
+            j.bool("established", event.outcome == Outcome::Success);
+        }
+        if let Some(t) = tls {
+            if t.version.is_some() {
+                j.str("version_protocol", "tls");
+            }
+            j.opt_str("version", t.version.as_deref());
+            j.opt_str("cipher", t.cipher.as_deref());
+            j.opt_str("next_protocol", t.alpn.as_deref());
+        }
+        if event.sni.is_some() || subject.is_some() {
+            j.obj("client");
+            j.opt_str("server_name", event.sni.as_deref());
+            j.opt_str("subject", subject);
+            j.end();
+        }
+        j.end();
+    }
+
+    if let Some(oid) = event.identity.as_deref().and_then(|i| i.oid.as_deref()) {
+        j.obj("user");
+        j.str("id", oid);
+        j.end();
+    }
+
+    if let Some(h) = event.http.as_deref() {
+        j.obj("http");
+        if h.method.is_some() || event.request_id.is_some() {
+            j.obj("request");
+            j.opt_str("method", h.method.as_deref());
+            j.opt_str("id", event.request_id.as_deref());
+            j.end();
+        }
+        if let Some(s) = h.status {
+            j.obj("response");
+            j.num("status_code", s as u128);
+            j.end();
+        }
+        j.opt_str("version", h.version.as_deref());
+        j.end();
+        if let Some(p) = &h.path {
+            j.obj("url");
+            j.str("path", p);
+            j.end();
+        }
+    }
+
+    if let Some(r) = &event.rule {
+        j.obj("rule");
+        j.str("name", r);
+        j.end();
+    }
+
+    j.obj("intraport");
+    j.opt_num("connection_id", event.connection_id.map(u128::from));
+    if event.http.is_none() {
+        j.opt_str("request_id", event.request_id.as_deref());
+    }
+    j.opt_str("listener", event.listener.as_deref());
+    j.opt_str("route", event.route.as_deref());
+    if let Some(u) = event.upstream {
+        j.str("upstream", &u.to_string());
+    }
+    if let Some(i) = event.identity.as_deref()
+        && (i.kid.is_some() || i.tid.is_some() || i.oid.is_some() || i.azp.is_some())
+    {
+        j.obj("token");
+        j.opt_str("kid", i.kid.as_deref());
+        j.opt_str("tid", i.tid.as_deref());
+        j.opt_str("oid", i.oid.as_deref());
+        j.opt_str("azp", i.azp.as_deref());
+        j.end();
+    }
+    let d = &event.durations;
+    if d.handshake.is_some() || d.auth.is_some() || d.upstream.is_some() || d.total.is_some() {
+        j.obj("duration_us");
+        j.opt_num("handshake", micros(d.handshake));
+        j.opt_num("auth", micros(d.auth));
+        j.opt_num("upstream", micros(d.upstream));
+        j.opt_num("total", micros(d.total));
+        j.end();
+    }
+    j.opt_num(
+        "ban_seconds",
+        event.ban_duration.map(|d| u128::from(d.as_secs())),
+    );
+    j.end();
+    j.close();
+}
+
+// ---------------------------------------------------------------------------------
+// CEF
+
+/// Appends `s` escaped for a CEF header field: `\` and `|` get a backslash; line
+/// breaks and other control characters (not allowed in the header) become spaces.
+pub fn cef_header_escape(s: &str, out: &mut Vec<u8>) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '|' => out.extend_from_slice(b"\\|"),
+            c if c.is_control() => out.push(b' '),
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        }
+    }
+}
+
+/// Appends `s` escaped for a CEF extension value: `\` and `=` get a backslash, line
+/// breaks become the two-character sequences `\n` and `\r`, other control characters
+/// become spaces (CEF defines no escape for them and they must not break the line).
+pub fn cef_value_escape(s: &str, out: &mut Vec<u8>) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '=' => out.extend_from_slice(b"\\="),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c if c.is_control() => out.push(b' '),
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        }
+    }
+}
+
+struct Cef<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl Cef<'_> {
+    fn kv(&mut self, k: &str, v: &str) {
+        if !self.first {
+            self.out.push(b' ');
+        }
+        self.first = false;
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.push(b'=');
+        cef_value_escape(v, self.out);
+    }
+    fn opt(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.kv(k, v);
+        }
+    }
+    fn labeled(&mut self, k: &str, label: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.kv(&format!("{k}Label"), label);
+            self.kv(k, v);
+        }
+    }
+    fn num(&mut self, k: &str, v: Option<u128>) {
+        if let Some(v) = v {
+            self.kv(k, &v.to_string());
+        }
+    }
+}
+
+/// Appends `event` as one CEF record (`CEF:0|intraport|intraport|version|action|name|
+/// severity|extension`), no newline. The key table is in `FIELDS.md`.
+pub fn write_cef(event: &Event, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"CEF:0|");
+    cef_header_escape(PRODUCT, out);
+    out.push(b'|');
+    cef_header_escape(PRODUCT, out);
+    out.push(b'|');
+    cef_header_escape(env!("CARGO_PKG_VERSION"), out);
+    out.push(b'|');
+    cef_header_escape(event.action.as_str(), out);
+    out.push(b'|');
+    cef_header_escape(event.action.title(), out);
+    out.push(b'|');
+    let _ = write!(out, "{}|", event.cef_severity());
+
+    let mut c = Cef { out, first: true };
+    c.kv("rt", &unix_millis(event.timestamp).to_string());
+    c.kv("externalId", &event.id.to_string());
+    c.kv("act", event.action.as_str());
+    c.kv("outcome", event.outcome.as_str());
+    c.opt("reason", event.reason.as_deref());
+    if let Some(s) = event.source {
+        c.kv("src", &s.ip().to_string());
+        c.kv("spt", &s.port().to_string());
+    }
+    if let Some(d) = event.destination {
+        c.kv("dst", &d.ip().to_string());
+        c.kv("dpt", &d.port().to_string());
+    }
+    if event.source.is_some() || event.destination.is_some() {
+        c.kv("proto", "TCP");
+    }
+    c.num("in", event.bytes_in.map(u128::from));
+    c.num("out", event.bytes_out.map(u128::from));
+    if let Some(h) = event.http.as_deref() {
+        c.opt("requestMethod", h.method.as_deref());
+        c.opt("request", h.path.as_deref());
+        c.labeled(
+            "cn1",
+            "httpStatus",
+            h.status.map(|s| s.to_string()).as_deref(),
+        );
+    }
+    if let Some(i) = event.identity.as_deref() {
+        c.opt("suid", i.oid.as_deref());
+        c.opt("suser", i.cert_subject.as_deref());
+        c.labeled("cs5", "tenantId", i.tid.as_deref());
+        c.labeled("cs6", "clientAppId", i.azp.as_deref());
+        c.labeled("flexString2", "tokenKid", i.kid.as_deref());
+    }
+    c.labeled("cs1", "listener", event.listener.as_deref());
+    c.labeled("cs2", "route", event.route.as_deref());
+    c.labeled("cs3", "rule", event.rule.as_deref());
+    c.labeled("cs4", "sni", event.sni.as_deref());
+    c.labeled(
+        "cn2",
+        "connectionId",
+        event.connection_id.map(|v| v.to_string()).as_deref(),
+    );
+    c.labeled(
+        "cn3",
+        "totalMs",
+        event
+            .durations
+            .total
+            .map(|d| d.as_millis().to_string())
+            .as_deref(),
+    );
+    c.labeled("flexString1", "requestId", event.request_id.as_deref());
+    if let Some(t) = event.tls.as_deref() {
+        c.opt("intraportTlsVersion", t.version.as_deref());
+        c.opt("intraportTlsCipher", t.cipher.as_deref());
+    }
+    c.opt(
+        "intraportUpstream",
+        event.upstream.map(|u| u.to_string()).as_deref(),
+    );
+    c.num("intraportHandshakeUs", micros(event.durations.handshake));
+    c.num("intraportAuthUs", micros(event.durations.auth));
+    c.num("intraportUpstreamUs", micros(event.durations.upstream));
+    c.num(
+        "intraportBanSeconds",
+        event.ban_duration.map(|d| u128::from(d.as_secs())),
+    );
+    c.opt("msg", event.message.as_deref());
+}
+
+// ---------------------------------------------------------------------------------
+// RFC 5424
+
+/// Syslog facilities by RFC 5424 number.
+pub const FACILITIES: [(&str, u8); 24] = [
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("ntp", 12),
+    ("audit", 13),
+    ("alert", 14),
+    ("clock", 15),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+/// The fixed header fields of RFC 5424 messages from one sink.
+#[derive(Clone, Debug)]
+pub struct SyslogHeader {
+    /// Facility number (0..=23).
+    pub facility: u8,
+    /// HOSTNAME, already restricted to PRINTUSASCII and 255 characters.
+    pub hostname: String,
+    /// APP-NAME, at most 48 characters.
+    pub app_name: String,
+    /// PROCID.
+    pub procid: String,
+    /// The SD-ID of the structured-data element (`name@enterprise`).
+    pub sd_id: String,
+}
+
+impl SyslogHeader {
+    /// A header with each field restricted to what RFC 5424 allows (PRINTUSASCII,
+    /// length limits; `-` when empty).
+    pub fn new(facility: u8, hostname: &str, app_name: &str, sd_id: &str) -> SyslogHeader {
+        SyslogHeader {
+            facility: facility.min(23),
+            hostname: header_field(hostname, 255),
+            app_name: header_field(app_name, 48),
+            procid: std::process::id().to_string(),
+            sd_id: sd_name(sd_id),
+        }
+    }
+}
+
+/// Restricts `s` to PRINTUSASCII (33..=126) and `max` characters; `-` when empty.
+pub fn header_field(s: &str, max: usize) -> String {
+    let f: String = s
+        .bytes()
+        .filter(|b| (33..=126).contains(b))
+        .take(max)
+        .map(char::from)
+        .collect();
+    if f.is_empty() { "-".into() } else { f }
+}
+
+/// Restricts `s` to an SD-NAME: PRINTUSASCII except `=`, space, `]`, `"`; 32 chars
+/// before the `@` part is not checked (the enterprise number follows it).
+fn sd_name(s: &str) -> String {
+    let f: String = s
+        .bytes()
+        .filter(|b| (33..=126).contains(b) && !matches!(b, b'=' | b']' | b'"'))
+        .take(64)
+        .map(char::from)
+        .collect();
+    if f.is_empty() {
+        "intraport@32473".into()
+    } else {
+        f
+    }
+}
+
+/// Appends `s` escaped as an RFC 5424 PARAM-VALUE: `"`, `\` and `]` get a backslash
+/// (section 6.3.3); everything else, UTF-8 included, is kept.
+pub fn sd_value_escape(s: &str, out: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, b'"' | b'\\' | b']') {
+            out.extend_from_slice(&bytes[start..i]);
+            out.push(b'\\');
+            out.push(b);
+            start = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+fn sd_param(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    sd_value_escape(value, out);
+    out.push(b'"');
+}
+
+/// Appends one RFC 5424 message: header, one structured-data element with the event's
+/// key fields, and the event in `body` format as MSG. No framing, no newline.
+pub fn write_syslog(header: &SyslogHeader, body: Format, event: &Event, out: &mut Vec<u8>) {
+    let pri = u16::from(header.facility) * 8 + u16::from(event.syslog_severity());
+    let _ = write!(out, "<{pri}>1 ");
+    write_rfc3339(event.timestamp, out);
+    out.push(b' ');
+    out.extend_from_slice(header.hostname.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(header.app_name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(header.procid.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(event.action.as_str().as_bytes());
+    out.extend_from_slice(b" [");
+    out.extend_from_slice(header.sd_id.as_bytes());
+    sd_param(out, "id", &event.id.to_string());
+    sd_param(out, "outcome", event.outcome.as_str());
+    if let Some(r) = &event.reason {
+        sd_param(out, "reason", r);
+    }
+    if let Some(s) = event.source {
+        sd_param(out, "src", &s.to_string());
+    }
+    if let Some(d) = event.destination {
+        sd_param(out, "dst", &d.to_string());
+    }
+    let fields = [
+        ("listener", event.listener.as_deref()),
+        ("route", event.route.as_deref()),
+        ("rule", event.rule.as_deref()),
+        ("sni", event.sni.as_deref()),
+        ("request", event.request_id.as_deref()),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            sd_param(out, k, v);
+        }
+    }
+    if let Some(c) = event.connection_id {
+        sd_param(out, "conn", &c.to_string());
+    }
+    if let Some(s) = event.http.as_deref().and_then(|h| h.status) {
+        sd_param(out, "status", &s.to_string());
+    }
+    if let Some(oid) = event.identity.as_deref().and_then(|i| i.oid.as_deref()) {
+        sd_param(out, "user", oid);
+    }
+    out.extend_from_slice(b"] ");
+    write_event(body, event, out);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::event::{Durations, HttpInfo, Identity, TlsInfo};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    pub(crate) fn sample() -> Event {
+        let mut e = Event::new(Action::UpstreamResult, Outcome::Success);
+        e.source = Some("10.1.2.3:50000".parse().unwrap());
+        e.destination = Some("[::1]:8443".parse().unwrap());
+        e.listener = Some("public".into());
+        e.route = Some("api".into());
+        e.rule = Some("require.roles".into());
+        e.sni = Some("api.example.test".into());
+        e.connection_id = Some(42);
+        e.request_id = Some("req-1".into());
+        e.tls = Some(Box::new(TlsInfo {
+            version: Some("1.3".into()),
+            cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+            alpn: Some("h2".into()),
+        }));
+        e.identity = Some(Box::new(Identity {
+            kid: Some("k1".into()),
+            tid: Some("t1".into()),
+            oid: Some("o1".into()),
+            azp: Some("a1".into()),
+            cert_subject: None,
+        }));
+        e.http = Some(Box::new(HttpInfo {
+            method: Some("GET".into()),
+            path: Some("/v1/items".into()),
+            status: Some(200),
+            version: Some("2".into()),
+        }));
+        e.bytes_in = Some(100);
+        e.bytes_out = Some(2000);
+        e.durations = Durations {
+            handshake: Some(Duration::from_micros(1500)),
+            auth: Some(Duration::from_micros(40)),
+            upstream: Some(Duration::from_millis(3)),
+            total: Some(Duration::from_millis(5)),
+        };
+        e
+    }
+
+    #[test]
+    fn ecs_is_json_with_nested_fields() {
+        let e = sample();
+        let mut v = Vec::new();
+        write_ecs(&e, &mut v);
+        let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(j["event"]["action"], "upstream-result");
+        assert_eq!(j["event"]["category"][0], "web");
+        assert_eq!(j["event"]["duration"], 5_000_000);
+        assert_eq!(j["source"]["ip"], "10.1.2.3");
+        assert_eq!(j["source"]["port"], 50000);
+        assert_eq!(j["source"]["bytes"], 100);
+        assert_eq!(j["destination"]["ip"], "::1");
+        assert_eq!(j["destination"]["bytes"], 2000);
+        assert_eq!(j["tls"]["version"], "1.3");
+        assert_eq!(j["tls"]["client"]["server_name"], "api.example.test");
+        assert_eq!(j["http"]["response"]["status_code"], 200);
+        assert_eq!(j["http"]["request"]["id"], "req-1");
+        assert_eq!(j["url"]["path"], "/v1/items");
+        assert_eq!(j["user"]["id"], "o1");
+        assert_eq!(j["rule"]["name"], "require.roles");
+        assert_eq!(j["intraport"]["token"]["tid"], "t1");
+        assert_eq!(j["intraport"]["duration_us"]["handshake"], 1500);
+        assert_eq!(j["event"]["id"], e.id.to_string());
+        assert!(j["@timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn ecs_of_a_bare_event_is_valid() {
+        let e = Event::new(Action::Reload, Outcome::Failure).with_reason("bad \"file\"\n");
+        let mut v = Vec::new();
+        write_ecs(&e, &mut v);
+        let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!(j["event"]["reason"], "bad \"file\"\n");
+        assert_eq!(j["event"]["category"][0], "configuration");
+        assert!(!v.contains(&b'\n'));
+    }
+
+    #[test]
+    fn cef_has_header_and_extension() {
+        let e = sample();
+        let mut v = Vec::new();
+        write_cef(&e, &mut v);
+        let s = String::from_utf8(v).unwrap();
+        assert!(s.starts_with("CEF:0|intraport|intraport|"), "{s}");
+        assert!(s.contains("|upstream-result|Upstream result|3|"), "{s}");
+        assert!(s.contains(" src=10.1.2.3 spt=50000 "), "{s}");
+        assert!(s.contains("cs2Label=route cs2=api"), "{s}");
+        assert!(s.contains("cn1Label=httpStatus cn1=200"), "{s}");
+    }
+
+    #[test]
+    fn syslog_frame_fields() {
+        let mut e = sample();
+        e.reason = Some("a\"b]c\\d".into());
+        let h = SyslogHeader::new(16, "host name", "intraport", "intraport@32473");
+        let mut v = Vec::new();
+        write_syslog(&h, Format::Cef, &e, &mut v);
+        let s = String::from_utf8(v).unwrap();
+        // local0.info = 16*8+6
+        assert!(s.starts_with("<134>1 "), "{s}");
+        assert!(s.contains(" hostname intraport "), "{s}");
+        assert!(s.contains(" upstream-result [intraport@32473 id=\""), "{s}");
+        assert!(s.contains(r#"reason="a\"b\]c\\d""#), "{s}");
+        assert!(s.contains("] CEF:0|"), "{s}");
+    }
+
+    /// Reverses [`cef_value_escape`] for the characters it escapes.
+    fn cef_unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut it = s.chars();
+        while let Some(c) = it.next() {
+            if c == '\\' {
+                match it.next() {
+                    Some('n') => out.push('\n'),
+                    Some('r') => out.push('\r'),
+                    Some(o) => out.push(o),
+                    None => out.push('\\'),
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn sd_unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut it = s.chars().peekable();
+        while let Some(c) = it.next() {
+            if c == '\\' && matches!(it.peek(), Some('"' | '\\' | ']')) {
+                out.extend(it.next());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('|'),
+                Just('\\'),
+                Just('='),
+                Just('"'),
+                Just(']'),
+                Just('\n'),
+                Just('\r'),
+                Just(' '),
+                Just('é'),
+                Just('\u{1F600}'),
+                any::<char>(),
+            ],
+            0..40,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn cef_value_roundtrips_and_never_breaks_the_line(s in hostile()) {
+            let mut v = Vec::new();
+            cef_value_escape(&s, &mut v);
+            let esc = String::from_utf8(v).unwrap();
+            prop_assert!(!esc.contains('\n') && !esc.contains('\r'));
+            // Every `=` is escaped: no key=value split inside a value.
+            let b = esc.as_bytes();
+            for (i, &c) in b.iter().enumerate() {
+                if c == b'=' {
+                    let backslashes = b[..i].iter().rev().take_while(|&&x| x == b'\\').count();
+                    prop_assert!(backslashes % 2 == 1, "unescaped = in {esc:?}");
+                }
+            }
+            let expected: String = s
+                .chars()
+                .map(|c| if c.is_control() && c != '\n' && c != '\r' { ' ' } else { c })
+                .collect();
+            prop_assert_eq!(cef_unescape(&esc), expected);
+        }
+
+        #[test]
+        fn cef_header_never_has_a_bare_pipe(s in hostile()) {
+            let mut v = Vec::new();
+            cef_header_escape(&s, &mut v);
+            let esc = String::from_utf8(v).unwrap();
+            prop_assert!(!esc.chars().any(char::is_control));
+            let b = esc.as_bytes();
+            for (i, &c) in b.iter().enumerate() {
+                if c == b'|' {
+                    let backslashes = b[..i].iter().rev().take_while(|&&x| x == b'\\').count();
+                    prop_assert!(backslashes % 2 == 1, "bare | in {esc:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn sd_value_roundtrips(s in hostile()) {
+            let mut v = Vec::new();
+            sd_value_escape(&s, &mut v);
+            let esc = String::from_utf8(v).unwrap();
+            // No unescaped `"` or `]` that would end the value or the element early.
+            let b = esc.as_bytes();
+            for (i, &c) in b.iter().enumerate() {
+                if c == b'"' || c == b']' {
+                    let backslashes = b[..i].iter().rev().take_while(|&&x| x == b'\\').count();
+                    prop_assert!(backslashes % 2 == 1, "unescaped {} in {esc:?}", c as char);
+                }
+            }
+            prop_assert_eq!(sd_unescape(&esc), s);
+        }
+
+        #[test]
+        fn json_string_matches_serde_json(s in hostile()) {
+            let mut v = Vec::new();
+            json_string(&s, &mut v);
+            let back: String = serde_json::from_slice(&v).unwrap();
+            prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn ecs_with_hostile_fields_parses(s in hostile()) {
+            let mut e = sample();
+            e.reason = Some(s.as_str().into());
+            e.route = Some(s.as_str().into());
+            e.message = Some(s.as_str().into());
+            let mut v = Vec::new();
+            write_ecs(&e, &mut v);
+            prop_assert!(!v.contains(&b'\n'));
+            let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            prop_assert_eq!(j["event"]["reason"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["intraport"]["route"].as_str().unwrap(), s.as_str());
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Audit events of the intraport gateway: one [`Event`] for every connection attempt
+//! and request outcome, written durably to several sinks at once.
+//!
+//! - [`Event`] and its parts ([`Action`], [`Outcome`], [`Identity`], [`TlsInfo`],
+//!   [`HttpInfo`], [`Durations`]): the event model, cheap to build on the data plane.
+//! - [`format`]: ECS JSON lines, CEF, RFC 5424 syslog messages and their escaping.
+//! - [`AuditConfig`]: the `[audit]` table and `[[audit.sink]]` entries of the gateway's
+//!   TOML, checked into an [`AuditPlan`].
+//! - [`Audit`]: the cheap, cloneable emitter the data plane holds. [`Audit::emit`]
+//!   queues an event for every sink without waiting for I/O (it waits only when a
+//!   queue is full and the policy is `block`); [`Audit::emit_durable`] returns once
+//!   every `durability = "sync"` file sink has the event fsynced.
+//! - [`AuditHandle`]: stops the pipeline, flushing every queue ([`AuditHandle::shutdown`]).
+//! - [`Audit::stats`]: per sink queue depth, events written, dropped and spooled, for
+//!   the gateway's metrics.
+//!
+//! Sinks: `stdout`, `file` (JSON lines or CEF, size/time rotation, gzip of rotated
+//! files, group commit with `fsync` every `commit_interval_ms` or `sync`), `syslog`
+//! over UDP (RFC 5426), TCP (RFC 6587 octet counting) and TLS (RFC 5425). A TCP or TLS
+//! collector that is down gets the events spooled to disk and replayed in order when
+//! it returns; delivery is confirmed by the peer's TCP acknowledgement of the bytes
+//! (read from the kernel's socket table), so a receiver that closes its connection
+//! gets every event exactly once (see Delivery below).
+//!
+//! It is not a metrics library: the gateway reads [`Audit::stats`] into its own
+//! Prometheus registry.
+//!
+//! # Delivery
+//!
+//! Plain syslog over TCP has no application acknowledgement. This crate keeps every
+//! message it wrote until the collector's TCP stack has acknowledged its bytes. When
+//! the collector closes the connection (a restart), the kernel still knows how many
+//! bytes were acknowledged; the unacknowledged messages are spooled and sent again
+//! first on the next connection, so nothing is lost or repeated. If the connection
+//! is reset before the close is seen, the last acknowledgement sample (taken at most
+//! 100 ms earlier) decides and a few events may be sent twice; a collector killed
+//! with unread data in its socket buffer loses that data, as with any plain syslog
+//! sender. UDP is best effort by nature.
+//!
+//! # Field mapping
+//!
+#![doc = include_str!("../FIELDS.md")]
+
+pub mod config;
+pub mod error;
+pub mod event;
+mod file;
+pub mod format;
+mod pipeline;
+mod spool;
+mod stream;
+mod tcpq;
+pub mod timefmt;
+
+pub use config::{
+    AuditConfig, AuditPlan, Durability, FileSinkConfig, QueueFull, SinkConfig, StdoutSinkConfig,
+    SyslogSinkConfig, Transport,
+};
+pub use error::Error;
+pub use event::{Action, Durations, Event, EventId, HttpInfo, Identity, Outcome, Text, TlsInfo};
+pub use format::Format;
+pub use pipeline::{Audit, AuditHandle, SinkStats};
