@@ -6,14 +6,15 @@
 #   scripts/test.sh -p intraport-token    # extra arguments go to `cargo test`
 #
 # Installs (idempotent, skipped when already present):
-#   Debian  curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils (real
-#           peers, firewalls, captures, a directory; network namespaces need root)
+#   Debian  curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog
+#           rsyslog-gnutls (real peers, firewalls, captures, a directory, a syslog collector;
+#           network namespaces need root)
 #   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
 #   PyPI    msal (Microsoft's client library) and mitmproxy into .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils)
+debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

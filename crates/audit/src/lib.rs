@@ -18,9 +18,7 @@
 //! files, group commit with `fsync` every `commit_interval_ms` or `sync`), `syslog`
 //! over UDP (RFC 5426), TCP (RFC 6587 octet counting) and TLS (RFC 5425). A TCP or TLS
 //! collector that is down gets the events spooled to disk and replayed in order when
-//! it returns; delivery is confirmed by the peer's TCP acknowledgement of the bytes
-//! (read from the kernel's socket table), so a receiver that closes its connection
-//! gets every event exactly once (see Delivery below).
+//! it returns (see Delivery below).
 //!
 //! It is not a metrics library: the gateway reads [`Audit::stats`] into its own
 //! Prometheus registry.
@@ -28,14 +26,18 @@
 //! # Delivery
 //!
 //! Plain syslog over TCP has no application acknowledgement. This crate keeps every
-//! message it wrote until the collector's TCP stack has acknowledged its bytes. When
-//! the collector closes the connection (a restart), the kernel still knows how many
-//! bytes were acknowledged; the unacknowledged messages are spooled and sent again
-//! first on the next connection, so nothing is lost or repeated. If the connection
-//! is reset before the close is seen, the last acknowledgement sample (taken at most
-//! 100 ms earlier) decides and a few events may be sent twice; a collector killed
-//! with unread data in its socket buffer loses that data, as with any plain syslog
-//! sender. UDP is best effort by nature.
+//! message it wrote until the collector's TCP stack has acknowledged its bytes (the
+//! kernel's count of unacknowledged bytes, sampled every 100 ms and when the peer
+//! closes). Unacknowledged messages are spooled and sent again first on the next
+//! connection, so nothing is lost and order holds. When the collector closes a
+//! connection on which it had read everything (a restart between events), delivery is
+//! exactly once. When it closes with unread bytes in its socket buffer (a restart
+//! under a steady stream: the kernel then resets the connection), no sender can know
+//! which acknowledged bytes it read; the replay starts at the last acknowledgement
+//! sample, so the events of at most one sample interval may arrive twice. Events the
+//! collector read but lost itself (killed before writing) are beyond any plain
+//! syslog sender. UDP is best effort by nature. The spool survives restarts of the
+//! gateway: a clean shutdown compacts it, the next start replays it first.
 //!
 //! # Field mapping
 //!

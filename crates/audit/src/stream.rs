@@ -6,8 +6,10 @@
 //! TCP stack has acknowledged that offset ([`crate::tcpq`]). When the collector closes
 //! the connection, the kernel's count of unacknowledged bytes is read before anything
 //! else is written, so exactly the unacknowledged messages are spooled and sent again
-//! first on the next connection. While the collector is away every event goes to the
-//! spool; after a reconnect the spool is replayed before newer events.
+//! first on the next connection. If the connection was reset instead (the kernel no
+//! longer lists it), the last sample decides: at-least-once for that interval. While
+//! the collector is away every event goes to the spool; after a reconnect the spool is
+//! replayed before newer events.
 
 use std::collections::VecDeque;
 use std::io;
@@ -386,6 +388,7 @@ pub(crate) async fn run_stream(
     let mut stopping = false;
     let mut queue_done = false;
     let mut grace_deadline = Instant::now();
+    let mut next_tick: Option<Instant> = None;
     loop {
         if conn.is_none() && Instant::now() >= next_attempt && (!stopping || spool.is_busy()) {
             match Conn::connect(&plan).await {
@@ -428,8 +431,10 @@ pub(crate) async fn run_stream(
             continue;
         }
         if stopping && queue_done {
+            // Disconnected with a spool: keep trying to deliver it until the grace
+            // period ends; it stays on disk for the next start otherwise.
             let done = match &conn {
-                None => true,
+                None => !spool.is_busy(),
                 Some(c) => c.inflight.is_empty() && !spool.has_unsent(),
             };
             if done || Instant::now() >= grace_deadline {
@@ -441,12 +446,16 @@ pub(crate) async fn run_stream(
             .as_ref()
             .is_some_and(|c| c.inflight.len() >= MAX_INFLIGHT);
         let has_inflight = conn.as_ref().is_some_and(|c| !c.inflight.is_empty());
-        let tick = Instant::now()
-            + if stopping || full {
-                Duration::from_millis(10)
-            } else {
-                ACK_INTERVAL
-            };
+        // One persistent deadline: recomputing it every wake-up would starve it under
+        // a steady stream of events.
+        let interval = if stopping || full {
+            Duration::from_millis(10)
+        } else {
+            ACK_INTERVAL
+        };
+        let tick = *next_tick.get_or_insert_with(|| Instant::now() + interval);
+        let tick = tick.min(Instant::now() + interval);
+        next_tick = Some(tick);
         let wake = tokio::select! {
             biased;
             r = stop.changed(), if !stopping => {
@@ -483,6 +492,7 @@ pub(crate) async fn run_stream(
                 }
             }
             Wake::Tick => {
+                next_tick = None;
                 if let Some(c) = &mut conn {
                     if c.refresh_acks() {
                         confirm(c, &mut spool, &counters).await;
