@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls)
+debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

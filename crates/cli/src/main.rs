@@ -48,6 +48,10 @@ enum Command {
     /// Work with gateway configuration files.
     #[command(subcommand)]
     Config(cmd::config::Command),
+    /// Scheduled synthetic logins timed by stage (token, gateway, LDAP), and reports
+    /// of their latency with periodic spike detection.
+    #[command(subcommand)]
+    Probe(cmd::probe::Command),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Rules(c) => cmd::rules::run(c),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Config(c) => cmd::config::run(c),
+        Command::Probe(c) => cmd::probe::run(c),
     };
     match result {
         Ok(outcome) => outcome.into(),

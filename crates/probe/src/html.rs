@@ -168,7 +168,7 @@ fn latency_plot(h: &mut String, stages: &[StageReport], report: &Report) {
     let legend_h = 18.0 * stages.len() as f64;
     let _ = writeln!(
         h,
-        r#"<svg class="latency" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{}" role="img"><title>Latency over time per stage</title>"#,
+        r#"<svg class="latency" width="{W}" height="{}" role="img"><title>Latency over time per stage</title>"#,
         PLOT_H + legend_h
     );
     let _ = writeln!(
@@ -215,7 +215,7 @@ fn heatmap(h: &mut String, stages: &[StageReport]) {
     let label_w = 140.0;
     let _ = writeln!(
         h,
-        r#"<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" role="img"><title>Median latency by stage and hour of day</title>"#,
+        r#"<svg class="heatmap" width="{}" height="{}" role="img"><title>Median latency by stage and hour of day</title>"#,
         label_w + 24.0 * cell + 10.0,
         20.0 + cell * stages.len() as f64
     );
@@ -291,7 +291,7 @@ fn failure_timeline(h: &mut String, p: &ProbeReport, report: &Report) {
     let height = 50.0;
     let _ = writeln!(
         h,
-        r#"<svg class="failures" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" role="img"><title>Failure timeline</title>"#
+        r#"<svg class="failures" width="{W}" height="{height}" role="img"><title>Failure timeline</title>"#
     );
     let _ = writeln!(
         h,

@@ -7,6 +7,7 @@ pub mod dev;
 pub mod dev_upstream;
 pub mod pcap;
 pub mod ports;
+pub mod probe;
 pub mod rules;
 pub mod serve;
 pub mod token;
