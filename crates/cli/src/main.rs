@@ -52,6 +52,10 @@ enum Command {
     /// of their latency with periodic spike detection.
     #[command(subcommand)]
     Probe(cmd::probe::Command),
+    /// Run a plan of live authentication flows through a staging gateway: pass/fail
+    /// per case, JSON and JUnit XML, and with --compare the cases whose outcome
+    /// differs on a second gateway.
+    Validate(cmd::validate::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Config(c) => cmd::config::run(c),
         Command::Probe(c) => cmd::probe::run(c),
+        Command::Validate(args) => cmd::validate::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

@@ -69,7 +69,10 @@
 //!
 //! Layout: [`config`] reads and checks the file; [`timing`] times stages and the
 //! HTTP exchange; [`probe`] runs one probe; [`store`] keeps results; [`metrics`]
-//! exports them; [`runner`] schedules on an injectable [`clock`].
+//! exports them; [`runner`] schedules on an injectable [`clock`]; [`report`] and
+//! [`html`] analyse and render stored runs (`probe report`); [`validate`] runs
+//! staging validation plans (`intraport validate`, its plan format is documented
+//! there).
 
 pub mod clock;
 pub mod config;
@@ -80,6 +83,7 @@ pub mod report;
 pub mod runner;
 pub mod store;
 pub mod timing;
+pub mod validate;
 
 pub use clock::{Clock, SteppedClock, SystemClock};
 pub use config::{ConfigError, ProbeSet, ProbeSpec};

@@ -11,3 +11,4 @@ pub mod probe;
 pub mod rules;
 pub mod serve;
 pub mod token;
+pub mod validate;

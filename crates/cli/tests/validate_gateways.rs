@@ -1,0 +1,463 @@
+//! `intraport validate` against real gateways in front of an upstream that echoes
+//! the identity headers, with tokens from the real dev issuer: a plan that passes
+//! (client credentials, password grant, token file, no credential), a plan that
+//! fails with a clear diff (JSON, table, JUnit XML, exit 1), and `--compare`
+//! between two gateways whose policies differ.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use intraport_devissuer::{DevIssuer, DevIssuerConfig, TokenRequest, demo};
+use intraport_gateway::{Config, Gateway, GatewayHandle};
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+async fn echo_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let identity: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-intraport-"))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+                )
+            })
+            .collect();
+        axum::Json(serde_json::json!({ "identity": identity }))
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// A gateway trusting the issuer: `/admin` needs role Writer, everything else
+/// `read_roles` (a TOML requirement line).
+async fn gateway(
+    issuer: &DevIssuer,
+    upstream: SocketAddr,
+    read_roles: &str,
+) -> (Arc<GatewayHandle>, String) {
+    let (cert, key) = issuer.server_cert_paths().unwrap();
+    let text = format!(
+        r#"[server]
+worker_threads = 1
+shutdown_grace_seconds = 1
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[provider]]
+name = "dev"
+authority = {authority}
+tenant = {tenant}
+audiences = [{api_id}, {api_uri}]
+ca_file = {ca}
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "https"
+
+[listener.tls]
+cert = {cert}
+key = {key}
+
+[[route]]
+name = "read"
+listener = "web"
+path_prefix = "/"
+upstream = "http://{upstream}"
+identity = "token"
+provider = "dev"
+
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[route.require]
+{read_roles}
+
+[[route]]
+name = "admin"
+listener = "web"
+path_prefix = "/admin"
+upstream = "http://{upstream}"
+identity = "token"
+provider = "dev"
+
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[route.require]
+roles_all = ["Writer"]
+"#,
+        authority = q(&issuer.authority()),
+        tenant = q(&issuer.tenant_id().to_string()),
+        api_id = q(&demo::API_APP_ID.to_string()),
+        api_uri = q(demo::API_APP_ID_URI),
+        ca = q(&issuer.ca_pem_path().unwrap().display().to_string()),
+        cert = q(&cert.display().to_string()),
+        key = q(&key.display().to_string()),
+    );
+    let gw = Gateway::start(Config::from_toml_str(&text, Path::new(".")).unwrap())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !gw.is_ready() {
+        assert!(tokio::time::Instant::now() < deadline, "gateway not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let addr = gw.listener_addr("web").await.unwrap();
+    (gw, format!("https://127.0.0.1:{}", addr.port()))
+}
+
+fn plan(issuer: &DevIssuer, token_file: &Path, cases: &str) -> String {
+    let endpoint = format!(
+        "{}/{}/oauth2/v2.0/token",
+        issuer.authority(),
+        issuer.tenant_id()
+    );
+    format!(
+        r#"ca_file = {ca}
+concurrency = 4
+
+[[identity]]
+name = "reader"
+kind = "client_credentials"
+token_endpoint = {endpoint}
+client_id = "{reader}"
+client_secret = "{reader_secret}"
+scope = ["api://intraport-demo/.default"]
+
+[[identity]]
+name = "admin"
+kind = "client_credentials"
+token_endpoint = {endpoint}
+client_id = "{admin}"
+client_secret = "{admin_secret}"
+scope = ["api://intraport-demo/.default"]
+
+[[identity]]
+name = "alice"
+kind = "password"
+token_endpoint = {endpoint}
+client_id = "{reader}"
+username = "{user}"
+password = "{password}"
+scope = ["api://intraport-demo/access_as_user"]
+
+[[identity]]
+name = "tampered"
+kind = "token_file"
+file = {file}
+{cases}"#,
+        ca = q(&issuer.ca_pem_path().unwrap().display().to_string()),
+        endpoint = q(&endpoint),
+        reader = demo::CLIENT_ID,
+        reader_secret = demo::CLIENT_SECRET,
+        admin = demo::ADMIN_CLIENT_ID,
+        admin_secret = demo::ADMIN_CLIENT_SECRET,
+        user = demo::USERNAME,
+        password = demo::PASSWORD,
+        file = q(&token_file.display().to_string()),
+    )
+}
+
+const PASSING: &str = r#"
+[[case]]
+name = "reader reads orders"
+identity = "reader"
+path = "/orders"
+[case.expect]
+status = 200
+allowed = true
+upstream_identity = { "x-intraport-roles" = "Reader", "x-intraport-identity-type" = "app" }
+
+[[case]]
+name = "alice reads orders"
+identity = "alice"
+path = "/orders?page=2"
+[case.expect]
+status = 200
+upstream_identity = { "x-intraport-upn" = "alice@contoso.example", "x-intraport-identity-type" = "user" }
+
+[[case]]
+name = "reader cannot administer"
+identity = "reader"
+method = "POST"
+path = "/admin/users"
+[case.expect]
+status = 403
+allowed = false
+error = "role_missing"
+
+[[case]]
+name = "admin administers"
+identity = "admin"
+path = "/admin/users"
+[case.expect]
+status = 200
+allowed = true
+
+[[case]]
+name = "no token"
+identity = "none"
+path = "/orders"
+[case.expect]
+status = 401
+error = "token_required"
+
+[[case]]
+name = "tampered token"
+identity = "tampered"
+path = "/orders"
+[case.expect]
+status = 401
+error = "bad_signature"
+"#;
+
+const FAILING: &str = r#"
+[[case]]
+name = "reader reads orders"
+identity = "reader"
+path = "/orders"
+[case.expect]
+status = 200
+
+[[case]]
+name = "reader administers"
+identity = "reader"
+path = "/admin/users"
+[case.expect]
+status = 200
+allowed = true
+upstream_identity = { "x-intraport-roles" = "Writer" }
+"#;
+
+async fn intraport(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run(&args, None)
+    })
+    .await
+    .unwrap()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_passing_failing_and_compare() {
+    let issuer = DevIssuer::start(DevIssuerConfig::demo()).await.unwrap();
+    let upstream = echo_upstream().await;
+    let (staging, staging_url) =
+        gateway(&issuer, upstream, r#"roles_any = ["Reader", "Writer"]"#).await;
+    // "Production" only lets writers read.
+    let (production, production_url) =
+        gateway(&issuer, upstream, r#"roles_all = ["Writer"]"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = issuer
+        .issue_token(&TokenRequest::App {
+            client: "demo-client".into(),
+            api: demo::API_NAME.into(),
+        })
+        .unwrap()
+        .access_token;
+    let mut tampered: Vec<char> = token.chars().collect();
+    let i = tampered.len() - 10;
+    tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
+    let token_file = dir.path().join("token.txt");
+    std::fs::write(&token_file, tampered.into_iter().collect::<String>()).unwrap();
+
+    // A passing plan: exit 0, every case passed, JUnit without failures.
+    let passing = dir.path().join("passing.toml");
+    std::fs::write(&passing, plan(&issuer, &token_file, PASSING)).unwrap();
+    let junit = dir.path().join("passing.xml");
+    let out = intraport(s(&[
+        "validate",
+        "--plan",
+        passing.to_str().unwrap(),
+        "--gateway",
+        &staging_url,
+        "--junit",
+        junit.to_str().unwrap(),
+        "--format",
+        "json",
+    ]))
+    .await;
+    let doc = common::json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    assert_eq!(doc["passed"], true);
+    assert_eq!(doc["run"]["passed"], 6);
+    assert_eq!(
+        doc["run"]["cases"][0]["observed"]["upstream_identity"]["x-intraport-roles"],
+        "Reader"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"tests="6" failures="0""#), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    // A failing plan: exit 1, the diff says what was expected and what came.
+    let failing = dir.path().join("failing.toml");
+    std::fs::write(&failing, plan(&issuer, &token_file, FAILING)).unwrap();
+    let junit = dir.path().join("failing.xml");
+    let out = intraport(s(&[
+        "validate",
+        "--plan",
+        failing.to_str().unwrap(),
+        "--gateway",
+        &staging_url,
+        "--junit",
+        junit.to_str().unwrap(),
+        "--format",
+        "json",
+    ]))
+    .await;
+    let doc = common::json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    assert_eq!(doc["run"]["failed"], 1);
+    let case = &doc["run"]["cases"][1];
+    assert_eq!(case["passed"], false);
+    assert_eq!(
+        case["mismatches"],
+        serde_json::json!([
+            "status: expected 200, got 403 (error: role_missing)",
+            "allowed: expected true, got false (status 403, error: role_missing)",
+            "upstream_identity.x-intraport-roles: expected \"Writer\", the upstream did not see it"
+        ])
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"<testcase classname="https://127.0.0.1:"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"name="reader administers""#)
+            && xml.contains(
+                "<failure message=\"status: expected 200, got 403 (error: role_missing);"
+            ),
+        "{xml}"
+    );
+    let out = intraport(s(&[
+        "validate",
+        "--plan",
+        failing.to_str().unwrap(),
+        "--gateway",
+        &staging_url,
+        "--format",
+        "table",
+    ]))
+    .await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("FAIL  reader administers"), "{table}");
+    assert!(table.contains("PASS  reader reads orders"), "{table}");
+    assert!(table.contains("1 passed, 1 failed"), "{table}");
+
+    // Compare: staging passes the plan; production refuses the readers.
+    let out = intraport(s(&[
+        "validate",
+        "--plan",
+        passing.to_str().unwrap(),
+        "--gateway",
+        &staging_url,
+        "--compare",
+        &production_url,
+        "--format",
+        "json",
+    ]))
+    .await;
+    let doc = common::json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    assert_eq!(doc["run"]["failed"], 0, "staging itself passes");
+    let diffs = doc["compare"]["differences"].as_array().unwrap();
+    let names: Vec<&str> = diffs.iter().map(|d| d["case"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["reader reads orders", "alice reads orders"],
+        "{doc:#}"
+    );
+    for d in diffs {
+        assert_eq!(d["primary"]["status"], 200);
+        assert_eq!(d["other"]["status"], 403);
+        assert_eq!(d["other"]["error"], "role_missing");
+    }
+    // Against itself nothing differs.
+    let out = intraport(s(&[
+        "validate",
+        "--plan",
+        passing.to_str().unwrap(),
+        "--gateway",
+        &staging_url,
+        "--compare",
+        &staging_url,
+        "--format",
+        "json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        common::json_of(&out)["compare"]["differences"],
+        serde_json::json!([])
+    );
+
+    staging.shutdown(Duration::from_secs(1)).await;
+    production.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn plan_errors_exit_2_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "gateway = \"https://127.0.0.1:1\"\n\n[[case]]\nname = \"a\"\nidentity = \"ghost\"\npath = \"/\"\n[case.expect]\nstatus = 200\n",
+    )
+    .unwrap();
+    let out = common::run(&["validate", "--plan", plan.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3: case[a].identity: no identity named `ghost`",
+            plan.display()
+        )),
+        "{err}"
+    );
+    // A gateway that does not answer fails the case (exit 1), it is not a usage error.
+    std::fs::write(
+        &plan,
+        "gateway = \"https://127.0.0.1:1\"\n\n[[case]]\nname = \"a\"\nidentity = \"none\"\npath = \"/\"\n[case.expect]\nstatus = 200\n",
+    )
+    .unwrap();
+    let out = common::run(
+        &[
+            "validate",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let doc = common::json_of(&out);
+    assert_eq!(doc["run"]["cases"][0]["observed"]["status"], 0);
+    assert!(
+        doc["run"]["cases"][0]["observed"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no answer")
+    );
+}
