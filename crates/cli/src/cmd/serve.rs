@@ -31,10 +31,17 @@ pub fn run(args: Args) -> Result<Outcome> {
             );
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.worker_threads {
-        builder.worker_threads(n);
-    }
+    // One worker: a single-threaded runtime, so that tasks (the connection, its
+    // upstream connection) wake each other without crossing threads.
+    let mut builder = match config.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = builder
         .enable_all()
         .build()
