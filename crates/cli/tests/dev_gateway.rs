@@ -112,7 +112,11 @@ fn bench_config_checks_with_the_harness_environment() {
         String::from_utf8_lossy(&out.stdout)
     );
     let out = check(&[]);
-    assert_eq!(out.status.code(), Some(1), "config check: 1 = the file is invalid");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "config check: 1 = the file is invalid"
+    );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("IDP_URL"), "{text}");
