@@ -28,7 +28,10 @@ fn free_port() -> u16 {
 fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
     let until = Instant::now() + deadline;
     while !ready() {
-        assert!(Instant::now() < until, "{what} not ready within {deadline:?}");
+        assert!(
+            Instant::now() < until,
+            "{what} not ready within {deadline:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -177,7 +180,10 @@ allow = ["10.20.0.0/16"]
         "ldapsearch through the gateway failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("mail: sync-reader@contoso.example"), "{stdout}");
+    assert!(
+        stdout.contains("mail: sync-reader@contoso.example"),
+        "{stdout}"
+    );
 
     // Source not in the route's allow list: refused, and logged with the reason.
     let out = ldapsearch(denied_port);
