@@ -15,13 +15,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use intraport_token::Provider;
+use intraport_limits::{
+    AbuseSnapshot, AbuseStats, ConnLimiter, Guard, InProcess, Rate, RateDecision, RedisState,
+    SharedState,
+};
+use intraport_token::{FetchGate, Provider};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, Config, ConfigError, Listener, Protocol, Routes};
+use crate::config::{self, Config, ConfigError, Listener, Protocol, Routes, StoreConfig};
 use crate::tls::{self, HandshakeFailure, ReloadingCert};
 use crate::upstream::UpstreamClient;
 use crate::{admin, http, tcp};
@@ -99,6 +103,8 @@ pub(crate) struct ListenerRuntime {
     /// Providers, indexed like `Config::providers`.
     pub providers: Arc<Vec<Arc<Provider>>>,
     pub stats: Arc<ListenerStats>,
+    /// Open connections (kept across reloads, like `stats`).
+    pub conns: Arc<ConnLimiter>,
 }
 
 struct ListenerSlot {
@@ -108,6 +114,7 @@ struct ListenerSlot {
     stop_accepting: CancellationToken,
     cert_watch: CancellationToken,
     stats: Arc<ListenerStats>,
+    conns: Arc<ConnLimiter>,
 }
 
 struct RunningProvider {
@@ -131,6 +138,50 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// The current providers, for readiness.
     pub providers: ArcSwap<Vec<Arc<Provider>>>,
+    /// Bans, rate limits and the counters of every defence.
+    pub guard: Arc<Guard>,
+    /// The global ceiling on identity-provider fetches.
+    pub idp_gate: Arc<IdpGate>,
+}
+
+/// The global ceiling on identity-provider metadata fetches, shared by every provider
+/// (each provider already spaces out its own unknown-`kid` refetches).
+pub(crate) struct IdpGate {
+    counter: InProcess,
+    rate: ArcSwap<Option<Rate>>,
+    stats: Arc<AbuseStats>,
+}
+
+impl IdpGate {
+    fn set(&self, per_minute: u32) {
+        self.rate.store(Arc::new(Rate::new(
+            per_minute,
+            Duration::from_secs(60),
+            per_minute,
+        )));
+    }
+}
+
+impl FetchGate for IdpGate {
+    fn allow_fetch(&self, url: &str) -> bool {
+        let Some(rate) = **self.rate.load() else {
+            return true;
+        };
+        match self.counter.rate_now("idp", rate) {
+            RateDecision::Allowed => true,
+            RateDecision::Limited { retry_after } => {
+                AbuseStats::bump(&self.stats.idp_fetches_refused);
+                tracing::warn!(
+                    event = "limit",
+                    limit = "idp_fetches_per_minute",
+                    %url,
+                    retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                    "identity-provider fetch not sent: global ceiling reached"
+                );
+                false
+            }
+        }
+    }
 }
 
 /// Counts of reload attempts.
@@ -171,12 +222,37 @@ impl Gateway {
     /// Bind every listener and the admin listener, start the providers' key-set
     /// loading and refresh, and serve on the current Tokio runtime.
     pub async fn start(config: Config) -> Result<Arc<GatewayHandle>, StartError> {
+        let store: Arc<dyn SharedState> = match &config.abuse.store {
+            StoreConfig::Memory => Arc::new(InProcess::new()),
+            StoreConfig::Redis(settings) => {
+                Arc::new(RedisState::new(settings.clone()).map_err(|message| {
+                    StartError::Setup {
+                        name: "abuse".into(),
+                        message,
+                    }
+                })?)
+            }
+        };
+        let guard = Guard::new(store, config.abuse.bans.clone());
+        let idp_gate = Arc::new(IdpGate {
+            counter: InProcess::new(),
+            rate: ArcSwap::from_pointee(None),
+            stats: guard.stats().clone(),
+        });
         let shared = Arc::new(Shared {
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
             tracker: TaskTracker::new(),
             providers: ArcSwap::from_pointee(Vec::new()),
+            guard: guard.clone(),
+            idp_gate,
         });
+        guard.spawn(
+            config.abuse.sync_interval,
+            config.abuse.summary_interval,
+            shared.drain.child_token(),
+        );
+        tracing::info!(store = guard.store_kind(), "abuse defences on");
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -239,6 +315,22 @@ impl GatewayHandle {
             .listeners
             .get(name)
             .map(|s| s.stats.clone())
+    }
+
+    /// The counters of every defence (bans, refused connections, limits hit, ...).
+    pub fn abuse_stats(&self) -> AbuseSnapshot {
+        self.shared.guard.stats().snapshot()
+    }
+
+    /// How long `ip` stays banned, if it is.
+    pub fn banned(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        self.shared.guard.banned(ip)
+    }
+
+    /// Whether the shared store (Redis) answered the last time it was asked (always
+    /// true in process).
+    pub fn shared_state_available(&self) -> bool {
+        self.shared.guard.store_available()
     }
 
     /// Reload counters.
@@ -388,6 +480,16 @@ impl GatewayHandle {
         if config.worker_threads != self.worker_threads {
             tracing::warn!("a new worker_threads takes effect at the next start");
         }
+        let store_kind = match config.abuse.store {
+            StoreConfig::Memory => "memory",
+            StoreConfig::Redis(_) => "redis",
+        };
+        if store_kind != self.shared.guard.store_kind() {
+            tracing::warn!(
+                store = store_kind,
+                "a new abuse.store takes effect at the next start"
+            );
+        }
 
         // Providers: keep the running one when its settings did not change.
         let mut providers: Vec<(String, RunningProvider, bool)> = Vec::new();
@@ -409,6 +511,7 @@ impl GatewayHandle {
                             name: spec.name.clone(),
                             message: e.to_string(),
                         })?;
+                    provider.set_fetch_gate(self.shared.idp_gate.clone());
                     providers.push((
                         spec.name.clone(),
                         RunningProvider {
@@ -445,6 +548,7 @@ impl GatewayHandle {
                 .get(&name)
                 .filter(|s| s.configured == listener.listen);
             let stats = existing.map_or_else(Default::default, |s| s.stats.clone());
+            let conns = existing.map_or_else(ConnLimiter::new, |s| s.conns.clone());
             let (acceptor, cert) = match &listener.tls {
                 Some(spec) => {
                     let cert = ReloadingCert::load(&spec.cert, &spec.key).map_err(|message| {
@@ -503,6 +607,7 @@ impl GatewayHandle {
                     upstreams,
                     providers: provider_list.clone(),
                     stats,
+                    conns,
                 },
                 cert,
                 socket,
@@ -546,6 +651,7 @@ impl GatewayHandle {
                 cert.watch(*interval, cert_watch.clone());
             }
             let stats = p.runtime.stats.clone();
+            let conns = p.runtime.conns.clone();
             match p.socket {
                 None => {
                     if let Some(slot) = control.listeners.get_mut(&p.name) {
@@ -577,11 +683,16 @@ impl GatewayHandle {
                             stop_accepting: stop,
                             cert_watch,
                             stats,
+                            conns,
                         },
                     );
                 }
             }
         }
+        self.shared.guard.set_policy(config.abuse.bans);
+        self.shared
+            .idp_gate
+            .set(config.abuse.idp_fetches_per_minute);
         control.file = config.file.or(control.file.take());
         let grace = u64::try_from(config.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
         self.shutdown_grace_ms.store(grace, Ordering::Relaxed);
@@ -625,12 +736,36 @@ fn spawn_accept(
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let rt = runtime.load_full();
+            // Refused here, before any TLS work: a banned source or one over its
+            // connection cap costs one accept and one close.
+            let stats = shared.guard.stats();
+            if let Some(left) = shared.guard.banned(peer.ip()) {
+                AbuseStats::bump(&stats.connections_refused_banned);
+                tracing::info!(event = "refused", reason = "banned", listener = %rt.listener.name, %peer, ban_seconds_left = left.as_secs(), "connection refused");
+                continue;
+            }
+            let permit = match rt.conns.try_acquire(peer.ip(), rt.listener.limits.conn) {
+                Ok(p) => p,
+                Err(r) => {
+                    AbuseStats::bump(match r {
+                        intraport_limits::ConnRefusal::ListenerFull => {
+                            &stats.connections_refused_listener_cap
+                        }
+                        intraport_limits::ConnRefusal::SourceFull => {
+                            &stats.connections_refused_source_cap
+                        }
+                    });
+                    tracing::info!(event = "refused", reason = r.as_str(), listener = %rt.listener.name, %peer, "connection refused");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
             rt.stats.connections.fetch_add(1, Ordering::Relaxed);
             let shared2 = shared.clone();
             let runtime2 = runtime.clone();
             shared.tracker.spawn(async move {
+                let _permit = permit;
                 match rt.listener.protocol {
                     Protocol::Http | Protocol::Https => {
                         http::serve_connection(stream, peer, rt, runtime2, shared2).await;

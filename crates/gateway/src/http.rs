@@ -6,7 +6,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -16,14 +17,17 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use intraport_limits::{AbuseStats, Guard, RateDecision};
 use intraport_policy::forward::{self, HopByHop};
 use intraport_policy::{CertIdentity, Denial, DenyReason, IdentityRequirement, PathError};
 use intraport_token::{ErrorCode, Identity, TokenError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::body::{BodyLimit, GuardedBody};
 use crate::config::{HttpRoute, Routes};
 use crate::gateway::{ListenerRuntime, Shared};
+use crate::tcp::{Activity, Tracked};
 use crate::tls::HandshakeFailure;
 
 /// Response bodies: the upstream's, streamed, or a short one of ours.
@@ -38,6 +42,8 @@ struct ConnCtx {
     cert: Option<Arc<CertIdentity>>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     shared: Arc<Shared>,
+    /// Requests being answered (the idle timeout waits while there are some).
+    in_flight: AtomicUsize,
 }
 
 /// Complete the TLS handshake (if the listener has TLS) and serve HTTP/1.1 or HTTP/2.
@@ -48,6 +54,12 @@ pub(crate) async fn serve_connection(
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     shared: Arc<Shared>,
 ) {
+    // Bytes from the client count as activity for the idle timeout.
+    let clock = Arc::new(Activity::new());
+    let stream = Tracked {
+        inner: stream,
+        clock: clock.clone(),
+    };
     let Some(acceptor) = &rt.acceptor else {
         let ctx = Arc::new(ConnCtx {
             peer,
@@ -55,11 +67,12 @@ pub(crate) async fn serve_connection(
             cert: None,
             runtime,
             shared,
+            in_flight: AtomicUsize::new(0),
         });
-        serve_http(TokioIo::new(stream), ctx).await;
+        serve_http(TokioIo::new(stream), ctx, &rt, clock).await;
         return;
     };
-    let Some((tls, cert)) = handshake(acceptor, stream, peer, &rt).await else {
+    let Some((tls, cert)) = handshake(acceptor, stream, peer, &rt, &shared.guard).await else {
         return;
     };
     let ctx = Arc::new(ConnCtx {
@@ -68,19 +81,21 @@ pub(crate) async fn serve_connection(
         cert,
         runtime,
         shared,
+        in_flight: AtomicUsize::new(0),
     });
-    serve_http(TokioIo::new(tls), ctx).await;
+    serve_http(TokioIo::new(tls), ctx, &rt, clock).await;
 }
 
 /// The TLS handshake with its deadline, the failure counted and logged with its
 /// reason, and the verified client certificate read.
-pub(crate) async fn handshake(
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     acceptor: &tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     rt: &ListenerRuntime,
+    guard: &Guard,
 ) -> Option<(
-    tokio_rustls::server::TlsStream<TcpStream>,
+    tokio_rustls::server::TlsStream<S>,
     Option<Arc<CertIdentity>>,
 )> {
     let listener = &rt.listener.name;
@@ -92,6 +107,10 @@ pub(crate) async fn handshake(
             let reason = HandshakeFailure::classify(&e);
             rt.stats.handshake_failed(reason);
             tracing::info!(%listener, %peer, reason = reason.as_str(), error = %e, "TLS handshake failed");
+            if reason == HandshakeFailure::ClientCertInvalid {
+                // A client certificate that does not verify is a failed authentication.
+                guard.auth_failure(peer.ip(), reason.as_str()).await;
+            }
             return None;
         }
         Err(_) => {
@@ -116,32 +135,74 @@ pub(crate) async fn handshake(
     Some((tls, cert))
 }
 
-async fn serve_http<I>(io: TokioIo<I>, ctx: Arc<ConnCtx>)
-where
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    ctx: Arc<ConnCtx>,
+    rt: &ListenerRuntime,
+    clock: Arc<Activity>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ctx.shared.clone();
+    let conn_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        async move {
+            ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+            let resp = handle(req, &ctx).await;
+            ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+            Ok::<_, Infallible>(resp)
+        }
     });
+    let limits = &rt.listener.limits;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30));
-    // Entra tokens with many claims are large: room for a 16 KiB token in HTTP/2
-    // header lists too (HTTP/1.1's default buffer is already larger).
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    // Entra tokens with many claims are large: the default 64 KiB header list leaves
+    // room for a 16 KiB token in HTTP/2 too. hyper closes a connection whose client
+    // resets more than `max_pending_accept_reset_streams` streams before they are
+    // served (rapid reset, CVE-2023-44487) with GOAWAY ENHANCE_YOUR_CALM.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+        .max_local_error_reset_streams(limits.h2_max_local_error_resets);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
+    let idle = limits.idle_timeout;
+    let idle_watch = async {
+        loop {
+            clock.idle_for(idle).await;
+            if conn_ctx.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            // A request is being answered: that is not idleness.
+            clock.touch();
+        }
+    };
+    let stats = shared.guard.stats().clone();
+    let listener = &rt.listener.name;
+    let peer = conn_ctx.peer;
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "connection ended with an error");
+                conn_error(&*e, &stats, listener, peer);
+            }
+        }
+        () = idle_watch => {
+            AbuseStats::bump(&stats.idle_closes);
+            tracing::debug!(%listener, %peer, idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX), "idle connection closed");
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = shared.kill.cancelled() => {}
             }
         }
         () = shared.drain.cancelled() => {
@@ -154,6 +215,35 @@ where
     }
 }
 
+/// Count and log how a connection ended when it ended on an error a defence raised:
+/// the request head did not arrive in time, or an HTTP/2 client reset too many streams.
+fn conn_error(
+    e: &(dyn std::error::Error + 'static),
+    stats: &AbuseStats,
+    listener: &str,
+    peer: SocketAddr,
+) {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                AbuseStats::bump(&stats.header_timeouts);
+                tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
+                return;
+            }
+        }
+        if let Some(h2e) = c.downcast_ref::<h2::Error>() {
+            if h2e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+                AbuseStats::bump(&stats.h2_reset_floods);
+                tracing::warn!(event = "limit", limit = "h2_reset_flood", %listener, %peer, "HTTP/2 connection closed: too many stream resets (rapid reset)");
+                return;
+            }
+        }
+        cur = c.source();
+    }
+    tracing::debug!(%listener, %peer, error = %e, "connection ended with an error");
+}
+
 /// Every way a request is refused.
 #[derive(Debug)]
 enum Reject {
@@ -164,6 +254,14 @@ enum Reject {
     UpstreamUnavailable(String),
     UpstreamTimeout,
     UpstreamError(String),
+    UriTooLong(usize),
+    BodyTooLarge(u64),
+    BodyTimeout,
+    RateLimited {
+        retry_after: Duration,
+        by_identity: bool,
+    },
+    Banned(Duration),
 }
 
 impl Reject {
@@ -177,6 +275,11 @@ impl Reject {
             }
             Reject::UpstreamUnavailable(_) | Reject::UpstreamError(_) => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::Banned(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -189,6 +292,16 @@ impl Reject {
             Reject::UpstreamUnavailable(_) => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::UpstreamError(_) => "upstream_error",
+            Reject::UriTooLong(_) => "uri_too_long",
+            Reject::BodyTooLarge(_) => "body_too_large",
+            Reject::BodyTimeout => "body_timeout",
+            Reject::RateLimited {
+                by_identity: false, ..
+            } => "rate_limited",
+            Reject::RateLimited {
+                by_identity: true, ..
+            } => "identity_rate_limited",
+            Reject::Banned(_) => "source_banned",
         }
     }
 
@@ -217,6 +330,24 @@ impl Reject {
             Reject::Denied(d) => d.detail.clone(),
             Reject::UpstreamUnavailable(m) | Reject::UpstreamError(m) => m.clone(),
             Reject::UpstreamTimeout => "no response head within the response timeout".into(),
+            Reject::UriTooLong(max) => format!("the request target is longer than {max} bytes"),
+            Reject::BodyTooLarge(max) => format!("the request body is larger than {max} bytes"),
+            Reject::BodyTimeout => "the request body stalled past the body timeout".into(),
+            Reject::RateLimited {
+                retry_after,
+                by_identity,
+            } => format!(
+                "over the {} request rate; retry after {} ms",
+                if *by_identity {
+                    "identity's"
+                } else {
+                    "source's"
+                },
+                retry_after.as_millis()
+            ),
+            Reject::Banned(left) => {
+                format!("the source is banned for {} more seconds", left.as_secs())
+            }
         }
     }
 
@@ -241,6 +372,19 @@ impl Reject {
             .and_then(|c| HeaderValue::from_str(&c).ok())
         {
             h.insert(WWW_AUTHENTICATE, c);
+        }
+        let wait = match &self {
+            Reject::RateLimited { retry_after, .. } => Some(*retry_after),
+            Reject::Banned(left) => Some(*left),
+            _ => None,
+        };
+        if let Some(wait) = wait {
+            // Whole seconds, rounded up (RFC 9110 section 10.2.3), never 0.
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
+            );
         }
         resp
     }
@@ -281,13 +425,13 @@ fn request_id() -> String {
     format!("{:08x}{:012x}", prefix as u32, n)
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<Body> {
+async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let rid = request_id();
     let rt = ctx.runtime.load_full();
     // Kept for the refusal log line; both clones are reference-count bumps.
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let mut resp = match proxy(req, &ctx, &rt, &rid).await {
+    let mut resp = match proxy(req, ctx, &rt, &rid).await {
         Ok(r) => r,
         Err((route, reject)) => {
             if matches!(reject, Reject::Token(_) | Reject::Denied(_)) {
@@ -369,6 +513,15 @@ async fn proxy(
     rt: &ListenerRuntime,
     rid: &str,
 ) -> Result<Response<Body>, Refusal> {
+    let limits = &rt.listener.limits;
+    let stats = ctx.shared.guard.stats();
+    let listener = rt.listener.name.as_str();
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > limits.max_uri_bytes {
+        AbuseStats::bump(&stats.uri_too_long);
+        return Err((None, Reject::UriTooLong(limits.max_uri_bytes)));
+    }
+
     // Route.
     let path = intraport_policy::normalize_path(req.uri().path())
         .map_err(|e| (None, Reject::BadPath(e)))?
@@ -400,9 +553,57 @@ async fn proxy(
         .check_source(client.ip)
         .map_err(|d| refuse(Reject::Denied(d)))?;
 
+    // Limits on the source: a ban (the socket peer was checked at accept; this catches
+    // clients behind trusted proxies), its request rate, the declared body size.
+    let guard = &ctx.shared.guard;
+    if client.ip != ctx.peer.ip() {
+        if let Some(left) = guard.banned(client.ip) {
+            AbuseStats::bump(&stats.requests_refused_banned);
+            return Err(refuse(Reject::Banned(left)));
+        }
+    }
+    let (scope, source_rate) = match route.limits.rate_per_source {
+        Some(r) => (route.name.as_str(), r),
+        None => (listener, limits.rate_per_source),
+    };
+    if let Some(rate) = source_rate {
+        let key = format!("src:{scope}:{}", intraport_limits::source_key(client.ip));
+        if let RateDecision::Limited { retry_after } = guard.check_rate(&key, rate).await {
+            AbuseStats::bump(&stats.rate_limited_source);
+            tracing::info!(event = "limit", limit = "rate_per_source", %listener, route = %route.name, source = %client.ip, "request rate limit reached");
+            return Err(refuse(Reject::RateLimited {
+                retry_after,
+                by_identity: false,
+            }));
+        }
+    }
+    let max_body = route.limits.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        AbuseStats::bump(&stats.body_too_large);
+        return Err(refuse(Reject::BodyTooLarge(max_body)));
+    }
+    let auth_failed = |code: ErrorCode| async move {
+        // A failure on our side (no key set) is not the client's.
+        if code != ErrorCode::JwksUnavailable {
+            guard.auth_failure(client.ip, code.as_str()).await;
+        }
+    };
+
     // Identity.
     let identity: Option<Arc<Identity>> = if wants_token(route.policy.effective_identity()) {
-        match bearer(req.headers()).map_err(|e| refuse(Reject::Token(e)))? {
+        let token = match bearer(req.headers()) {
+            Ok(t) => t,
+            Err(e) => {
+                auth_failed(e.code).await;
+                return Err(refuse(Reject::Token(e)));
+            }
+        };
+        match token {
             None => None,
             Some(token) => {
                 let provider = route
@@ -414,12 +615,13 @@ async fn proxy(
                             "the route names no running provider",
                         )))
                     })?;
-                Some(
-                    provider
-                        .validate(token)
-                        .await
-                        .map_err(|e| refuse(Reject::Token(e)))?,
-                )
+                match provider.validate(token).await {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        auth_failed(e.code).await;
+                        return Err(refuse(Reject::Token(e)));
+                    }
+                }
             }
         }
     } else {
@@ -432,10 +634,37 @@ async fn proxy(
         .authorize(identity.as_deref(), ctx.cert.as_deref())
         .map_err(|d| refuse(Reject::Denied(d)))?;
 
+    // The identity's request rate.
+    let identity_rate = route
+        .limits
+        .rate_per_identity
+        .map_or((listener, limits.rate_per_identity), |r| {
+            (route.name.as_str(), r)
+        });
+    if let (scope, Some(rate)) = identity_rate {
+        let who = identity
+            .as_deref()
+            .and_then(|i| i.object_id.as_deref().or(i.subject.as_deref()))
+            .map(|id| format!("oid:{id}"))
+            .or_else(|| ctx.cert.as_deref().map(|c| format!("cert:{}", c.subject)));
+        if let Some(who) = who {
+            let key = format!("id:{scope}:{who}");
+            if let RateDecision::Limited { retry_after } = guard.check_rate(&key, rate).await {
+                AbuseStats::bump(&stats.rate_limited_identity);
+                tracing::info!(event = "limit", limit = "rate_per_identity", %listener, route = %route.name, identity = %who, source = %client.ip, "identity rate limit reached");
+                return Err(refuse(Reject::RateLimited {
+                    retry_after,
+                    by_identity: true,
+                }));
+            }
+        }
+    }
+
     // Forward.
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let body = GuardedBody::new(body, max_body, limits.body_timeout);
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,
@@ -489,6 +718,17 @@ async fn proxy(
     let mut resp = match sent {
         Err(_) => return Err(refuse(Reject::UpstreamTimeout)),
         Ok(Err(e)) => {
+            match BodyLimit::find(&e) {
+                Some(BodyLimit::TooLarge) => {
+                    AbuseStats::bump(&stats.body_too_large);
+                    return Err(refuse(Reject::BodyTooLarge(max_body)));
+                }
+                Some(BodyLimit::Timeout) => {
+                    AbuseStats::bump(&stats.body_timeouts);
+                    return Err(refuse(Reject::BodyTimeout));
+                }
+                None => {}
+            }
             let chain = error_chain(&e);
             let timed_out = source_is_timeout(&e);
             return Err(refuse(if timed_out {

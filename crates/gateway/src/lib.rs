@@ -17,6 +17,7 @@
 //! upstream clients; `admin` the health endpoints.
 
 mod admin;
+mod body;
 pub mod config;
 mod gateway;
 mod http;
@@ -26,4 +27,5 @@ mod upstream;
 
 pub use config::{Config, ConfigError, Protocol, load_config};
 pub use gateway::{Gateway, GatewayHandle, ListenerStats, ReloadStats, StartError};
+pub use intraport_limits::AbuseSnapshot;
 pub use tls::HandshakeFailure;

@@ -37,10 +37,12 @@ pub(crate) async fn serve_connection(
     }
     let (client, cert): (Box<dyn Io>, _) = match &rt.acceptor {
         None => (Box::new(stream), None),
-        Some(acceptor) => match crate::http::handshake(acceptor, stream, peer, &rt).await {
-            Some((tls, cert)) => (Box::new(tls), cert),
-            None => return,
-        },
+        Some(acceptor) => {
+            match crate::http::handshake(acceptor, stream, peer, &rt, &shared.guard).await {
+                Some((tls, cert)) => (Box::new(tls), cert),
+                None => return,
+            }
+        }
     };
     if let Err(d) = route.policy.authorize(None, cert.as_deref()) {
         refuse(d.reason.code(), &d.detail);
@@ -90,26 +92,26 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Last activity on either side, in milliseconds since `start`.
-struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Resolves once nothing moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = last + idle;
@@ -123,9 +125,9 @@ impl Activity {
 
 /// A stream that records activity: tokio's `copy_bidirectional` has no idle timeout,
 /// and timing each read separately would close a connection that is busy one way.
-struct Tracked<S> {
-    inner: S,
-    clock: Arc<Activity>,
+pub(crate) struct Tracked<S> {
+    pub(crate) inner: S,
+    pub(crate) clock: Arc<Activity>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use intraport_gateway::{ConfigError, load_config};
+use intraport_gateway::{Config, ConfigError, load_config};
 use support::pki::{Pki, write};
 
 fn example_dir(pki: &Pki) -> std::path::PathBuf {
@@ -43,6 +43,72 @@ fn the_documented_example_is_valid() {
     assert_eq!(cfg.admin_listen.to_string(), "127.0.0.1:9901");
     assert_eq!(cfg.providers.len(), 1);
     assert_eq!(cfg.providers[0].name, "entra");
+    let public = &cfg.listeners[0].limits;
+    assert_eq!(public.conn.per_source, 256);
+    assert_eq!(public.max_uri_bytes, 8192);
+    assert_eq!(public.rate_per_source.unwrap().burst.get(), 2000);
+    assert_eq!(cfg.abuse.bans.failures, 20);
+    assert!(cfg.abuse.bans.allowlisted("10.20.0.7".parse().unwrap()));
+    assert_eq!(cfg.abuse.idp_fetches_per_minute, 60);
+}
+
+#[test]
+fn abuse_settings_are_checked() {
+    let pki = Pki::new();
+    let text = r#"[abuse]
+store = "redis"
+[abuse.bans]
+ban_seconds = 0
+allow = ["10.0.0.0/33"]
+
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+[listener.limits]
+max_connections = 0
+max_uri_bytes = 10
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+[listener.limits]
+max_header_bytes = 100
+rate_per_source = { requests = 5, per_seconds = 0 }
+
+[[route]]
+name = "tcp"
+listener = "plain"
+upstream = "127.0.0.1:1"
+[route.source]
+allow = ["::/0"]
+[route.limits]
+max_body_bytes = 1
+
+[[route]]
+name = "web"
+listener = "web"
+upstream = "http://127.0.0.1:1"
+identity = "none"
+[route.source]
+allow = ["::/0"]
+"#;
+    let errors = Config::from_toml_str(text, &pki.dir).unwrap_err();
+    let shown = show(&errors);
+    for needle in [
+        "abuse.redis_url: store = \"redis\" needs redis_url",
+        "abuse.bans.ban_seconds: must be at least 1",
+        "abuse.bans.allow[0]",
+        "listener[0].limits.max_connections: must be at least 1",
+        "listener[0].limits.max_uri_bytes: `max_uri_bytes` applies to HTTP listeners",
+        "listener[1].limits.max_header_bytes: must be at least 8192",
+        "listener[1].limits.rate_per_source: expected requests",
+        "route[0].limits: `limits` applies to HTTP routes",
+    ] {
+        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+    }
+    assert!(errors.iter().all(|e| e.line > 0), "{shown}");
 }
 
 const BROKEN: &str = r#"[server]

@@ -32,6 +32,7 @@ pub use error::{ErrorCode, SetupError, TokenError};
 pub use jwt::Policy;
 pub use keys::{Algorithm, KeySet};
 pub use provider::{
-    JwksLocation, MetadataSource, Provider, ProviderConfig, SourceStatus, TokenVersion, Verified,
+    FetchGate, JwksLocation, MetadataSource, Provider, ProviderConfig, SourceStatus, TokenVersion,
+    Verified,
 };
 pub use settings::ProviderSettings;

@@ -163,8 +163,17 @@ pub struct SourceStatus {
     pub fetches: u64,
 }
 
+/// A ceiling on metadata fetches shared by several providers (the gateway's global
+/// limit on discovery and key-set requests to identity providers).
+pub trait FetchGate: Send + Sync {
+    /// Whether a fetch of `url` may go out now; a refused fetch fails like a network
+    /// error and is retried on the provider's usual schedule.
+    fn allow_fetch(&self, url: &str) -> bool;
+}
+
 /// A token validator bound to its issuers.
 pub struct Provider {
+    fetch_gate: std::sync::OnceLock<Arc<dyn FetchGate>>,
     name: String,
     policy: Policy,
     sources: Vec<Source>,
@@ -273,6 +282,7 @@ impl Provider {
             })
             .collect();
         Ok(Provider {
+            fetch_gate: std::sync::OnceLock::new(),
             name: config.name,
             policy: config.policy,
             sources,
@@ -281,6 +291,11 @@ impl Provider {
             http,
             cache: (config.cache_capacity > 0).then(|| VerifiedCache::new(config.cache_capacity)),
         })
+    }
+
+    /// Put every later metadata fetch under `gate` (only the first gate set counts).
+    pub fn set_fetch_gate(&self, gate: Arc<dyn FetchGate>) {
+        let _ = self.fetch_gate.set(gate);
     }
 
     /// The provider's name.
@@ -661,6 +676,11 @@ impl Provider {
             url: url.to_string(),
             message,
         };
+        if self.fetch_gate.get().is_some_and(|g| !g.allow_fetch(url)) {
+            return Err(err(
+                "not sent: the global ceiling on identity-provider fetches is reached".into(),
+            ));
+        }
         let mut resp = self
             .http
             .get(url)

@@ -10,7 +10,10 @@
 //! empty) or `${NAME:-default}`; `$$` is a literal `$`.
 
 mod doc;
+mod limits;
 mod raw;
+
+pub use limits::{AbuseConfig, ListenerLimits, RouteLimits, StoreConfig};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -121,6 +124,8 @@ pub struct HttpRoute {
     pub provider: Option<usize>,
     /// Remove `Authorization` before forwarding.
     pub strip_authorization: bool,
+    /// Overrides of the listener's limits.
+    pub limits: RouteLimits,
 }
 
 /// A checked TCP route (the only route of a `tcp` or `tls` listener).
@@ -167,6 +172,8 @@ pub struct Listener {
     pub trusted_proxies: CidrSet,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// Connection, slow-client, size, HTTP/2 and rate limits.
+    pub limits: ListenerLimits,
     /// Its routes.
     pub routes: Routes,
 }
@@ -200,6 +207,8 @@ pub struct Config {
     pub providers: Vec<ProviderSpec>,
     /// Listeners with their routes.
     pub listeners: Vec<Listener>,
+    /// Bans, the shared store and the identity-provider ceiling.
+    pub abuse: AbuseConfig,
 }
 
 /// Read and validate a configuration file.
@@ -246,7 +255,7 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
         let key = k.get_ref().as_ref();
         let want_array = matches!(key, "provider" | "listener" | "route");
         match key {
-            "server" | "admin" | "provider" | "listener" | "route" => {
+            "server" | "admin" | "abuse" | "provider" | "listener" | "route" => {
                 let is_array = matches!(v.get_ref(), DeValue::Array(_));
                 if want_array && !is_array {
                     d.at(
@@ -262,7 +271,7 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
                 Some(k.span()),
                 other,
                 format!(
-                    "unknown section `{other}`: expected server, admin, provider, listener or route"
+                    "unknown section `{other}`: expected server, admin, abuse, provider, listener or route"
                 ),
             ),
         }
@@ -273,6 +282,10 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
     let admin: RawAdmin = table(&root, "admin")
         .and_then(|v| typed(v, "admin", &mut d))
         .unwrap_or_default();
+    let raw_abuse: limits::RawAbuse = table(&root, "abuse")
+        .and_then(|v| typed(v, "abuse", &mut d))
+        .unwrap_or_default();
+    let abuse = limits::abuse(raw_abuse, &mut d);
     if let Some(w) = &server.worker_threads {
         if *w.get_ref() == 0 {
             d.at_value(w, "server.worker_threads", "must be at least 1");
@@ -306,6 +319,7 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
         admin_listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         providers: providers.into_iter().flatten().collect(),
         listeners: built,
+        abuse,
     })
 }
 
@@ -426,6 +440,7 @@ struct PendingListener {
     tls: Option<TlsSpec>,
     trusted_proxies: CidrSet,
     handshake_timeout: Duration,
+    limits: ListenerLimits,
     span: Range<usize>,
     path: String,
     /// Its TLS settings were wrong (already reported).
@@ -545,6 +560,12 @@ fn listener(
         );
     }
     let tls_failed = protocol.is_some_and(Protocol::is_tls) && tls.is_none();
+    let limits = limits::listener_limits(
+        raw.limits.as_ref(),
+        path,
+        protocol.is_none_or(Protocol::is_http),
+        d,
+    );
     // Kept even when something above was wrong, so that its routes are still checked
     // (the configuration as a whole is refused anyway).
     Some(PendingListener {
@@ -554,6 +575,7 @@ fn listener(
         tls,
         trusted_proxies: CidrSet::new(nets),
         handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.unwrap_or(10_000)),
+        limits,
         span,
         path: path.to_string(),
         tls_failed,
@@ -912,6 +934,7 @@ fn route(
     }
 
     let connect_timeout = Duration::from_millis(raw.connect_timeout_ms.unwrap_or(5_000).max(1));
+    let route_limits = limits::route_limits(raw.limits.as_ref(), path, d);
     if http {
         let upstream = match raw.upstream.get_ref().parse::<http::Uri>() {
             Ok(u)
@@ -988,6 +1011,7 @@ fn route(
             policy,
             provider,
             strip_authorization: raw.strip_authorization.unwrap_or(false),
+            limits: route_limits,
         });
         listener.http.push(RouteEntry {
             hosts,
@@ -1002,6 +1026,7 @@ fn route(
             ("upstream_ca", raw.upstream_ca.is_some()),
             ("response_timeout_ms", raw.response_timeout_ms.is_some()),
             ("strip_authorization", raw.strip_authorization.is_some()),
+            ("limits", raw.limits.is_some()),
         ] {
             if present {
                 d.at(
@@ -1082,6 +1107,7 @@ fn finish_listener(l: PendingListener, d: &mut Diagnostics<'_>) -> Option<Listen
         tls: l.tls,
         trusted_proxies: l.trusted_proxies,
         handshake_timeout: l.handshake_timeout,
+        limits: l.limits,
         routes,
     })
 }

@@ -4,6 +4,11 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::limits::{RawListenerLimits, RawRouteLimits};
+
+/// A list of CIDRs or addresses as written.
+pub type RawNets = Vec<Spanned<String>>;
+
 /// `[server]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +36,7 @@ pub struct RawListener {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub handshake_timeout_ms: Option<u64>,
+    pub limits: Option<Spanned<RawListenerLimits>>,
 }
 
 /// `[listener.tls]`.
@@ -64,6 +70,7 @@ pub struct RawRoute {
     pub strip_authorization: Option<bool>,
     pub source: Option<RawSource>,
     pub require: Option<RawRequire>,
+    pub limits: Option<RawRouteLimits>,
 }
 
 /// `[route.source]`.

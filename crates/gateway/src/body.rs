@@ -1,0 +1,104 @@
+//! Request bodies on their way upstream, with a size limit and a stall timeout.
+//!
+//! Hand-written because `http-body-util`'s `Limited` counts bytes but has no timeout,
+//! and a client that sends a body a byte a minute must not hold an upstream request
+//! open forever. The errors are typed so that the proxy can answer 413 or 408 instead
+//! of a 502 when the upstream request fails because of them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// Why a request body was cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyLimit {
+    /// More bytes than the limit.
+    #[error("request body larger than the limit")]
+    TooLarge,
+    /// No data for longer than the body timeout.
+    #[error("request body stalled past the body timeout")]
+    Timeout,
+}
+
+impl BodyLimit {
+    /// The limit that cut a body, if one did, somewhere in an error's chain.
+    pub fn find(e: &(dyn std::error::Error + 'static)) -> Option<BodyLimit> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            if let Some(l) = c.downcast_ref::<BodyLimit>() {
+                return Some(*l);
+            }
+            cur = c.source();
+        }
+        None
+    }
+}
+
+/// The client's body, limited in size and in time between frames.
+pub struct GuardedBody {
+    inner: Incoming,
+    remaining: u64,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl GuardedBody {
+    /// At most `max` bytes, and no wait longer than `timeout` for the next frame.
+    pub fn new(inner: Incoming, max: u64, timeout: Duration) -> Self {
+        GuardedBody {
+            inner,
+            remaining: max,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    if n > this.remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyLimit::TooLarge))));
+                    }
+                    this.remaining -= n;
+                }
+                let deadline = Instant::now() + this.timeout;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyLimit::Timeout))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
