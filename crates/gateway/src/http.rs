@@ -255,6 +255,7 @@ enum Reject {
     UpstreamTimeout,
     UpstreamError(String),
     UriTooLong(usize),
+    HeadersTooLarge(usize),
     BodyTooLarge(u64),
     BodyTimeout,
     RateLimited {
@@ -276,6 +277,7 @@ impl Reject {
             Reject::UpstreamUnavailable(_) | Reject::UpstreamError(_) => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Reject::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -293,6 +295,7 @@ impl Reject {
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::UpstreamError(_) => "upstream_error",
             Reject::UriTooLong(_) => "uri_too_long",
+            Reject::HeadersTooLarge(_) => "headers_too_large",
             Reject::BodyTooLarge(_) => "body_too_large",
             Reject::BodyTimeout => "body_timeout",
             Reject::RateLimited {
@@ -331,6 +334,7 @@ impl Reject {
             Reject::UpstreamUnavailable(m) | Reject::UpstreamError(m) => m.clone(),
             Reject::UpstreamTimeout => "no response head within the response timeout".into(),
             Reject::UriTooLong(max) => format!("the request target is longer than {max} bytes"),
+            Reject::HeadersTooLarge(max) => format!("the request head is larger than {max} bytes"),
             Reject::BodyTooLarge(max) => format!("the request body is larger than {max} bytes"),
             Reject::BodyTimeout => "the request body stalled past the body timeout".into(),
             Reject::RateLimited {
@@ -521,6 +525,15 @@ async fn proxy(
         AbuseStats::bump(&stats.uri_too_long);
         return Err((None, Reject::UriTooLong(limits.max_uri_bytes)));
     }
+    // hyper bounds its HTTP/1.1 read buffer, not the head itself: count it here.
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if head > limits.max_header_bytes {
+        return Err((None, Reject::HeadersTooLarge(limits.max_header_bytes)));
+    }
 
     // Route.
     let path = intraport_policy::normalize_path(req.uri().path())
@@ -555,12 +568,11 @@ async fn proxy(
 
     // Limits on the source: a ban (the socket peer was checked at accept; this catches
     // clients behind trusted proxies), its request rate, the declared body size.
+    // (Also a connection opened before its source was banned.)
     let guard = &ctx.shared.guard;
-    if client.ip != ctx.peer.ip() {
-        if let Some(left) = guard.banned(client.ip) {
-            AbuseStats::bump(&stats.requests_refused_banned);
-            return Err(refuse(Reject::Banned(left)));
-        }
+    if let Some(left) = guard.banned(client.ip) {
+        AbuseStats::bump(&stats.requests_refused_banned);
+        return Err(refuse(Reject::Banned(left)));
     }
     let (scope, source_rate) = match route.limits.rate_per_source {
         Some(r) => (route.name.as_str(), r),

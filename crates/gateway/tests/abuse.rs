@@ -1,0 +1,370 @@
+//! Abuse resistance end to end, with real traffic on loopback: connection caps, a
+//! slowloris client, size limits, rate limits with Retry-After, failed-authentication
+//! bans enforced before TLS (with the allowlist and expiry), each while a legitimate
+//! client keeps being served.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use intraport_gateway::{Config, Gateway, GatewayHandle};
+use support::mint::{self, Minter};
+use support::pki::Pki;
+use support::{eventually, upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+struct Gw {
+    pki: Pki,
+    minter: Minter,
+    gw: Arc<GatewayHandle>,
+    plain: SocketAddr,
+    tls: SocketAddr,
+}
+
+/// A gateway with a plain HTTP listener and an HTTPS one, both with `limits`, and
+/// `abuse` settings.
+async fn start(limits: &str, abuse: &str) -> Gw {
+    let pki = Pki::new();
+    let minter = Minter::new(&pki.dir);
+    let up = upstream::http1().await;
+    let text = format!(
+        r#"
+[server]
+watch_config = false
+shutdown_grace_seconds = 1
+[admin]
+listen = "127.0.0.1:0"
+{abuse}
+[[provider]]
+name = "local"
+issuer = "{iss}"
+jwks = "{jwks}"
+audiences = ["{aud}"]
+
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocol = "http"
+[listener.limits]
+{limits}
+
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:0"
+protocol = "https"
+[listener.limits]
+{limits}
+[listener.tls]
+cert = "server.pem"
+key = "server-key.pem"
+
+[[route]]
+name = "open"
+listener = "plain"
+path_prefix = "/open"
+upstream = "http://{up}"
+identity = "none"
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[[route]]
+name = "api"
+listener = "plain"
+path_prefix = "/api"
+upstream = "http://{up}"
+provider = "local"
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[[route]]
+name = "tls-api"
+listener = "tls"
+upstream = "http://{up}"
+provider = "local"
+[route.source]
+allow = ["127.0.0.0/8"]
+"#,
+        iss = mint::ISSUER,
+        jwks = minter.jwks_path.display(),
+        aud = mint::AUDIENCE,
+    );
+    let config = Config::from_toml_str(&text, &pki.dir).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let gw = Gateway::start(config).await.unwrap();
+    let plain = gw.listener_addr("plain").await.unwrap();
+    let tls = gw.listener_addr("tls").await.unwrap();
+    eventually(10, "provider ready", || async {
+        gw.is_ready().then_some(())
+    })
+    .await;
+    Gw {
+        pki,
+        minter,
+        gw,
+        plain,
+        tls,
+    }
+}
+
+/// A plain HTTP client whose connections come from `from`.
+fn client_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(from.parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Whether the server closes `s` (EOF or reset) within `secs`, without sending.
+async fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(secs), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn get(c: &reqwest::Client, url: String) -> u16 {
+    c.get(url).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn per_source_connection_cap_refuses_the_excess_before_any_byte() {
+    let g = start("max_connections_per_source = 3", "").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.3", g.plain).await);
+    }
+    // Wait until the gateway has accepted the three.
+    eventually(5, "three connections accepted", || async {
+        let s = g.gw.listener_stats("plain").await.unwrap();
+        (s.connections.load(std::sync::atomic::Ordering::Relaxed) >= 3).then_some(())
+    })
+    .await;
+    let mut fourth = connect_from("127.0.0.3", g.plain).await;
+    assert!(
+        closed_within(&mut fourth, 5).await,
+        "the fourth connection is closed"
+    );
+    assert_eq!(g.gw.abuse_stats().connections_refused_source_cap, 1);
+    // Another source is served meanwhile.
+    let other = client_from("127.0.0.4");
+    assert_eq!(get(&other, format!("http://{}/open", g.plain)).await, 200);
+    drop(held);
+    // Places are given back when connections close.
+    eventually(5, "the source can connect again", || async {
+        let c = client_from("127.0.0.3");
+        (c.get(format!("http://{}/open", g.plain))
+            .send()
+            .await
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
+    let g = start("header_read_timeout_ms = 800", "").await;
+    let mut slow = connect_from("127.0.0.5", g.plain).await;
+    let started = Instant::now();
+    let head = b"GET /open HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = false;
+    for b in head {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        // A legitimate client is served while the slow one dribbles.
+        let c = client_from("127.0.0.6");
+        assert_eq!(get(&c, format!("http://{}/open", g.plain)).await, 200);
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                cut = true;
+                break;
+            }
+            // 408 written by hyper before closing counts as cut too.
+            Ok(Ok(_)) => {
+                cut = true;
+                break;
+            }
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut");
+    }
+    assert!(cut, "the slow client was disconnected");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "cut after {took:?}"
+    );
+    eventually(5, "header timeout counted", || async {
+        (g.gw.abuse_stats().header_timeouts >= 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_body_uri_and_headers_are_refused_with_their_status() {
+    let g = start("max_body_bytes = 1000\nmax_uri_bytes = 200", "").await;
+    let c = client_from("127.0.0.7");
+    let url = format!("http://{}/open", g.plain);
+    let r = c.post(&url).body(vec![b'x'; 2000]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert!(r.text().await.unwrap().contains("body_too_large"));
+    // A chunked body without a length is cut when it passes the limit.
+    let mut raw = connect_from("127.0.0.7", g.plain).await;
+    raw.write_all(b"POST /open HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        raw.write_all(format!("1f4\r\n{}\r\n", "y".repeat(500)).as_bytes())
+            .await
+            .ok();
+    }
+    raw.write_all(b"0\r\n\r\n").await.ok();
+    let mut resp = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        resp[..n].starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&resp[..n])
+    );
+    assert_eq!(
+        c.post(&url)
+            .body(vec![b'x'; 900])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let long = format!("{url}?q={}", "a".repeat(300));
+    assert_eq!(get(&c, long).await, 414);
+    let mut req = c.get(&url);
+    req = req.header("x-big", "b".repeat(70 * 1024));
+    assert_eq!(req.send().await.unwrap().status().as_u16(), 431);
+    let s = g.gw.abuse_stats();
+    assert_eq!((s.body_too_large, s.uri_too_long), (2, 1));
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after_then_recovers() {
+    let g = start(
+        "rate_per_source = { requests = 1, per_seconds = 1, burst = 3 }",
+        "",
+    )
+    .await;
+    let c = client_from("127.0.0.8");
+    let url = format!("http://{}/open", g.plain);
+    for _ in 0..3 {
+        assert_eq!(get(&c, url.clone()).await, 200);
+    }
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!(r.text().await.unwrap().contains("\"rate_limited\""));
+    // Another source has its own budget.
+    assert_eq!(get(&client_from("127.0.0.9"), url.clone()).await, 200);
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(get(&c, url).await, 200, "allowed again after Retry-After");
+    assert_eq!(g.gw.abuse_stats().rate_limited_source, 1);
+}
+
+#[tokio::test]
+async fn token_spraying_bans_the_source_before_tls_allowlist_never_and_bans_expire() {
+    let g = start(
+        "",
+        "[abuse]\nsync_interval_ms = 200\n[abuse.bans]\nfailures = 5\nwindow_seconds = 60\nban_seconds = 2\nallow = [\"127.0.0.11\"]\n",
+    )
+    .await;
+    let good = g.minter.token(&g.minter.claims());
+    let sprayer = client_from("127.0.0.10");
+    let friend = client_from("127.0.0.11");
+    let legit = client_from("127.0.0.12");
+    let api = format!("http://{}/api", g.plain);
+    for i in 0..5 {
+        let bad = format!("{}x", good);
+        let r = sprayer.get(&api).bearer_auth(&bad).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "attempt {i}");
+        let r = friend.get(&api).bearer_auth(&bad).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        // The legitimate client keeps succeeding throughout.
+        let r = legit.get(&api).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    assert!(g.gw.banned("127.0.0.10".parse().unwrap()).is_some());
+    assert!(
+        g.gw.banned("127.0.0.11".parse().unwrap()).is_none(),
+        "allowlisted"
+    );
+    // Refused at accept, before TLS: the connection is closed without a ServerHello.
+    let mut s = connect_from("127.0.0.10", g.tls).await;
+    s.write_all(b"\x16\x03\x01\x00\x05hello").await.ok();
+    assert!(closed_within(&mut s, 5).await);
+    // Even with a good token; a connection opened before the ban is answered 403.
+    match sprayer.get(&api).bearer_auth(&good).send().await {
+        Err(_) => {}
+        Ok(r) => {
+            assert_eq!(r.status().as_u16(), 403);
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    let st = g.gw.abuse_stats();
+    assert_eq!(st.bans, 1);
+    assert!(st.connections_refused_banned >= 1);
+    // The allowlisted and the legitimate sources are served over TLS too.
+    let tls = support::http_client(support::client_tls(
+        &g.pki.server_ca.pem,
+        None,
+        rustls::DEFAULT_VERSIONS,
+    ));
+    let r = tls
+        .get(format!("https://127.0.0.1:{}/", g.tls.port()))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The ban ends on time.
+    let ended = Instant::now();
+    eventually(6, "the ban ends", || async {
+        let r = sprayer.get(&api).bearer_auth(&good).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ended.elapsed() < Duration::from_secs(4));
+    eventually(3, "unban counted", || async {
+        (g.gw.abuse_stats().unbans == 1).then_some(())
+    })
+    .await;
+}
