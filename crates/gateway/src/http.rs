@@ -23,6 +23,7 @@ use intraport_policy::{CertIdentity, Denial, DenyReason, IdentityRequirement, Pa
 use intraport_token::{ErrorCode, Identity, TokenError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{BodyLimit, GuardedBody};
 use crate::config::{HttpRoute, Routes};
@@ -44,6 +45,73 @@ struct ConnCtx {
     shared: Arc<Shared>,
     /// Requests being answered (the idle timeout waits while there are some).
     in_flight: AtomicUsize,
+    /// Requests answered, and requests the client abandoned before their answer.
+    completed: AtomicUsize,
+    cancelled: AtomicUsize,
+    /// Cancelled when the client abandons too many requests (rapid reset).
+    reset_flood: CancellationToken,
+}
+
+impl ConnCtx {
+    fn new(
+        peer: SocketAddr,
+        scheme: &'static str,
+        cert: Option<Arc<CertIdentity>>,
+        runtime: Arc<ArcSwap<ListenerRuntime>>,
+        shared: Arc<Shared>,
+    ) -> ConnCtx {
+        ConnCtx {
+            peer,
+            scheme,
+            cert,
+            runtime,
+            shared,
+            in_flight: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            reset_flood: CancellationToken::new(),
+        }
+    }
+}
+
+/// One request being answered. It counts requests in flight (the idle timeout waits
+/// for them) and, when the client abandons the request before its answer (HTTP/2
+/// RST_STREAM, or a closed connection), a cancellation. In the HTTP/2 rapid-reset
+/// attack (CVE-2023-44487) hyper hands every stream to the service at once, so its
+/// own pending-reset limit never sees the resets; a connection whose cancellations
+/// reach `limit` and outnumber its answered requests is closed here instead.
+struct RequestGuard {
+    ctx: Arc<ConnCtx>,
+    limit: usize,
+    answered: bool,
+}
+
+impl RequestGuard {
+    fn new(ctx: Arc<ConnCtx>, limit: usize) -> RequestGuard {
+        ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard {
+            ctx,
+            limit,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.answered {
+            self.ctx.completed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let cancelled = self.ctx.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.limit > 0
+            && cancelled >= self.limit
+            && cancelled > self.ctx.completed.load(Ordering::Relaxed)
+        {
+            self.ctx.reset_flood.cancel();
+        }
+    }
 }
 
 /// Complete the TLS handshake (if the listener has TLS) and serve HTTP/1.1 or HTTP/2.
@@ -61,28 +129,14 @@ pub(crate) async fn serve_connection(
         clock: clock.clone(),
     };
     let Some(acceptor) = &rt.acceptor else {
-        let ctx = Arc::new(ConnCtx {
-            peer,
-            scheme: "http",
-            cert: None,
-            runtime,
-            shared,
-            in_flight: AtomicUsize::new(0),
-        });
+        let ctx = Arc::new(ConnCtx::new(peer, "http", None, runtime, shared));
         serve_http(TokioIo::new(stream), ctx, &rt, clock).await;
         return;
     };
     let Some((tls, cert)) = handshake(acceptor, stream, peer, &rt, &shared.guard).await else {
         return;
     };
-    let ctx = Arc::new(ConnCtx {
-        peer,
-        scheme: "https",
-        cert,
-        runtime,
-        shared,
-        in_flight: AtomicUsize::new(0),
-    });
+    let ctx = Arc::new(ConnCtx::new(peer, "https", cert, runtime, shared));
     serve_http(TokioIo::new(tls), ctx, &rt, clock).await;
 }
 
@@ -145,16 +199,17 @@ async fn serve_http<I>(
 {
     let shared = ctx.shared.clone();
     let conn_ctx = ctx.clone();
+    let limits = &rt.listener.limits;
+    let reset_limit = limits.h2_max_pending_reset_streams;
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move {
-            ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+            let mut guard = RequestGuard::new(ctx.clone(), reset_limit);
             let resp = handle(req, &ctx).await;
-            ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+            guard.answered = true;
             Ok::<_, Infallible>(resp)
         }
     });
-    let limits = &rt.listener.limits;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -194,6 +249,18 @@ async fn serve_http<I>(
             if let Err(e) = r {
                 conn_error(&*e, &stats, listener, peer);
             }
+        }
+        () = conn_ctx.reset_flood.cancelled() => {
+            AbuseStats::bump(&stats.h2_reset_floods);
+            tracing::warn!(
+                event = "limit",
+                limit = "h2_reset_flood",
+                %listener,
+                %peer,
+                cancelled = conn_ctx.cancelled.load(Ordering::Relaxed),
+                answered = conn_ctx.completed.load(Ordering::Relaxed),
+                "connection closed: the client abandons most of its requests (rapid reset)"
+            );
         }
         () = idle_watch => {
             AbuseStats::bump(&stats.idle_closes);

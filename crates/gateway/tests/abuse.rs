@@ -368,3 +368,59 @@ async fn token_spraying_bans_the_source_before_tls_allowlist_never_and_bans_expi
     })
     .await;
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them
+/// once the gateway has started on them (so that they are not "pending accept" resets
+/// that h2 already limits), in a loop, has its connection closed after a bounded
+/// number of resets, and the flood is counted; another client is served meanwhile.
+#[tokio::test]
+async fn http2_rapid_reset_closes_the_connection() {
+    let g = start("h2_max_pending_reset_streams = 20", "").await;
+    let token = g.minter.token(&g.minter.claims());
+    let tcp = TcpStream::connect(g.plain).await.unwrap();
+    // h2 with prior knowledge on the plain listener.
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn_task = tokio::spawn(conn);
+    let mut reset = 0u32;
+    'flood: while reset < 2_000 {
+        let mut batch = Vec::new();
+        for _ in 0..10 {
+            client = match client.ready().await {
+                Ok(c) => c,
+                Err(_) => break 'flood,
+            };
+            let req = http::Request::get(format!("http://{}/api/slow", g.plain))
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap();
+            match client.send_request(req, true) {
+                Ok((_response, stream)) => batch.push(stream),
+                Err(_) => break 'flood,
+            }
+        }
+        // The gateway takes them up (the upstream answers /slow after 3 s) ...
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // ... and the client abandons them all.
+        for mut stream in batch {
+            stream.send_reset(h2::Reason::CANCEL);
+            reset += 1;
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn_task).await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open after {reset} streams reset"
+    );
+    assert!(reset <= 100, "closed only after {reset} resets");
+    eventually(10, "the flood counted", || async {
+        (g.gw.abuse_stats().h2_reset_floods >= 1).then_some(())
+    })
+    .await;
+    // Everyone else is still served.
+    let ok = client_from("127.0.0.1")
+        .get(format!("http://{}/open/hello", g.plain))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
