@@ -7,14 +7,15 @@
 #
 # Installs (idempotent, skipped when already present):
 #   Debian  curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog
-#           rsyslog-gnutls (real peers, firewalls, captures, a directory, a syslog collector;
-#           network namespaces need root)
+#           rsyslog-gnutls chromium redis-server (real peers, firewalls, captures, a
+#           directory, a syslog collector, a browser, shared gateway state; network
+#           namespaces need root)
 #   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
 #   PyPI    msal (Microsoft's client library) and mitmproxy into .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium)
+debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
