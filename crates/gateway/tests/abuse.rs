@@ -424,3 +424,33 @@ async fn http2_rapid_reset_closes_the_connection() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// Clients that never finish the TLS handshake (silent, or a ClientHello cut short)
+/// are disconnected at the handshake timeout and counted, and do not keep a
+/// legitimate client from being served meanwhile.
+#[tokio::test]
+async fn unfinished_tls_handshakes_are_cut_at_the_timeout() {
+    let g = start("", "").await;
+    let good = g.minter.token(&g.minter.claims());
+    let mut silent = connect_from("127.0.0.41", g.tls).await;
+    let mut partial = connect_from("127.0.0.42", g.tls).await;
+    // The first bytes of a TLS record header, then nothing.
+    partial.write_all(b"\x16\x03\x01\x02").await.unwrap();
+    let tls = support::http_client(support::client_tls(
+        &g.pki.server_ca.pem,
+        None,
+        rustls::DEFAULT_VERSIONS,
+    ));
+    let r = tls
+        .get(format!("https://127.0.0.1:{}/", g.tls.port()))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "served while handshakes hang");
+    // The default handshake timeout is 10 s.
+    assert!(closed_within(&mut silent, 15).await, "silent client kept");
+    assert!(closed_within(&mut partial, 5).await, "partial client kept");
+    let stats = g.gw.listener_stats("tls").await.unwrap();
+    assert!(stats.handshake_failures_of(intraport_gateway::HandshakeFailure::Timeout) >= 2);
+}

@@ -51,6 +51,7 @@ async fn gateway(
     dir: &std::path::Path,
     up: SocketAddr,
     redis: u16,
+    limits: &str,
 ) -> (Arc<GatewayHandle>, SocketAddr) {
     let text = format!(
         r#"
@@ -77,6 +78,8 @@ audiences = ["{aud}"]
 name = "plain"
 listen = "127.0.0.1:0"
 protocol = "http"
+[listener.limits]
+{limits}
 [[route]]
 name = "api"
 listener = "plain"
@@ -138,8 +141,8 @@ async fn two_gateways_share_bans_through_redis_and_survive_its_outage() {
     let pki = Pki::new();
     let minter = Minter::new(&pki.dir);
     let up = upstream::http1().await;
-    let (a, a_addr) = gateway(&minter, &pki.dir, up, port).await;
-    let (b, b_addr) = gateway(&minter, &pki.dir, up, port).await;
+    let (a, a_addr) = gateway(&minter, &pki.dir, up, port, "").await;
+    let (b, b_addr) = gateway(&minter, &pki.dir, up, port, "").await;
     eventually(10, "both gateways on Redis", || async {
         (a.shared_state_available() && b.shared_state_available()).then_some(())
     })
@@ -191,4 +194,51 @@ async fn two_gateways_share_bans_through_redis_and_survive_its_outage() {
     .await;
     assert_eq!(status(&legit, &a_api, &good).await, 200);
     assert_ne!(status(&sprayer, &a_api, &good).await, 200);
+    // And they share again: a ban made on B now reaches A.
+    let second = client_from("127.0.0.23");
+    for _ in 0..3 {
+        assert_eq!(status(&second, &b_api, &bad).await, 401);
+    }
+    let second_ip: IpAddr = "127.0.0.23".parse().unwrap();
+    eventually(10, "gateway A sees the new ban", || async {
+        a.banned(second_ip).map(|_| ())
+    })
+    .await;
+}
+
+/// A per-source rate limit is counted across both gateways: the budget spent on one
+/// is not available on the other.
+#[tokio::test]
+async fn a_rate_limit_is_counted_across_gateways() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _redis = start_redis(port);
+    redis_up(port).await;
+    let pki = Pki::new();
+    let minter = Minter::new(&pki.dir);
+    let up = upstream::http1().await;
+    let limits = "rate_per_source = { requests = 6, per_seconds = 3600, burst = 6 }";
+    let (a, a_addr) = gateway(&minter, &pki.dir, up, port, limits).await;
+    let (b, b_addr) = gateway(&minter, &pki.dir, up, port, limits).await;
+    eventually(10, "both gateways on Redis", || async {
+        (a.shared_state_available() && b.shared_state_available()).then_some(())
+    })
+    .await;
+    let good = minter.token(&minter.claims());
+    let c = client_from("127.0.0.31");
+    let (a_api, b_api) = (
+        format!("http://{a_addr}/api"),
+        format!("http://{b_addr}/api"),
+    );
+    for _ in 0..3 {
+        assert_eq!(status(&c, &a_api, &good).await, 200);
+        assert_eq!(status(&c, &b_api, &good).await, 200);
+    }
+    // Six requests spent, three on each: the seventh is refused on either gateway.
+    assert_eq!(status(&c, &b_api, &good).await, 429);
+    assert_eq!(status(&c, &a_api, &good).await, 429);
+    // Another source has its own budget.
+    assert_eq!(status(&client_from("127.0.0.32"), &a_api, &good).await, 200);
 }
