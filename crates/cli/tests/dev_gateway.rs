@@ -121,3 +121,50 @@ fn bench_config_checks_with_the_harness_environment() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("IDP_URL"), "{text}");
 }
+
+/// `token verify --route` decides exactly as the gateway's route: its provider, then
+/// its policy (claims, and the source address when given).
+#[test]
+fn token_verify_as_a_route_of_the_dev_gateway() {
+    let dev = Dev::start();
+    let config = dev.s("gateway_config");
+    let token = dev.s("token");
+    let verify = |route: &str, extra: &[&str]| {
+        let mut args = vec![
+            "token", "verify", "--config", &config, "--route", route, "--format", "json",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&token);
+        common::run(&args, None)
+    };
+
+    let out = verify("demo", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = common::json_of(&out);
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["allowed"], true);
+    assert_eq!(doc["route"], "demo");
+
+    let out = verify("demo-admin", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = common::json_of(&out);
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["allowed"], false);
+    assert_eq!(doc["policy"]["code"], "role_missing");
+
+    let out = verify("demo", &["--source", "10.9.9.9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        common::json_of(&out)["policy"]["code"],
+        "source_not_allowed"
+    );
+
+    let out = verify("no-such-route", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-route"));
+}

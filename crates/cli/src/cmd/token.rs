@@ -38,7 +38,9 @@ Examples:
   intraport token verify --issuer https://login.microsoftonline.com/TID/v2.0 \\
       --jwks keys.json --audience api://my-api --now 2026-11-01T10:00:00Z - < token.txt
   # as a provider of a configuration file
-  intraport token verify --config intraport.toml --provider entra \"$TOKEN\"";
+  intraport token verify --config intraport.toml --provider entra \"$TOKEN\"
+  # exactly as a gateway route would: its provider, then its policy
+  intraport token verify --config gateway.toml --route orders-api --source 10.1.2.3 \"$TOKEN\"";
 
 /// Where the trusted issuer and its keys come from.
 #[derive(Args, Debug)]
@@ -47,8 +49,16 @@ pub struct IssuerArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// With --config: the provider to use (default: the only one).
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "config", conflicts_with = "route")]
     provider: Option<String>,
+    /// With --config (a gateway configuration): verify the token as this HTTP route
+    /// would, its provider and then its policy (claims; the source address too with
+    /// --source). Exit 1 when the token is invalid or the policy refuses it.
+    #[arg(long, requires = "config", value_name = "NAME")]
+    route: Option<String>,
+    /// With --route: the client address to check against the route's source rules.
+    #[arg(long, requires = "route", value_name = "IP")]
+    source: Option<std::net::IpAddr>,
     /// Entra authority (sovereign clouds, AD FS, the dev issuer).
     #[arg(long, value_name = "URL")]
     authority: Option<String>,
@@ -231,6 +241,38 @@ fn provider_from_file(path: &Path, name: Option<&str>) -> Result<ProviderConfig>
         .with_context(|| format!("{}: provider {:?}", path.display(), settings.name))
 }
 
+/// An HTTP route of a gateway configuration and its provider's configuration (the
+/// verified-token cache off: one token, one check).
+fn route_from_file(
+    path: &Path,
+    name: &str,
+) -> Result<(
+    std::sync::Arc<intraport_gateway::config::HttpRoute>,
+    ProviderConfig,
+)> {
+    let config = intraport_gateway::load_config(path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}", lines.join("\n"))
+    })?;
+    let route = config
+        .listeners
+        .iter()
+        .find_map(|l| match &l.routes {
+            intraport_gateway::config::Routes::Http { routes, .. } => {
+                routes.iter().find(|r| r.name == name).cloned()
+            }
+            intraport_gateway::config::Routes::Tcp(_) => None,
+        })
+        .with_context(|| format!("{}: no HTTP route named {name:?}", path.display()))?;
+    let mut cfg = route
+        .provider
+        .and_then(|i| config.providers.get(i))
+        .map(|p| p.config.clone())
+        .with_context(|| format!("{}: route {name:?} names no provider", path.display()))?;
+    cfg.cache_capacity = 0;
+    Ok((route, cfg))
+}
+
 fn provider_from_args(a: &IssuerArgs) -> Result<ProviderConfig> {
     if let Some(path) = &a.config {
         return provider_from_file(path, a.provider.as_deref());
@@ -319,14 +361,21 @@ async fn verify(a: VerifyArgs) -> Result<Outcome> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let cfg = provider_from_args(&a.issuer)?;
+    let route = match (&a.issuer.route, &a.issuer.config) {
+        (Some(name), Some(path)) => Some(route_from_file(path, name)?),
+        _ => None,
+    };
+    let cfg = match &route {
+        Some((_, cfg)) => cfg.clone(),
+        None => provider_from_args(&a.issuer)?,
+    };
     let token = read_token(a.token)?;
     let provider = Provider::new(cfg)?;
     for e in provider.load().await {
         tracing::warn!("{e}");
     }
     let result = provider.verify_detailed(&token, now).await;
-    let (outcome, doc) = match result {
+    let (mut outcome, mut doc) = match &result {
         Ok(v) => (
             Outcome::Ok,
             json!({
@@ -342,6 +391,23 @@ async fn verify(a: VerifyArgs) -> Result<Outcome> {
             json!({"valid": false, "error": {"code": e.code, "message": e.message}}),
         ),
     };
+    if let (Some((route, _)), Ok(v)) = (&route, &result) {
+        // The gateway's order: source first, then the identity and the claims.
+        let decision = match a.issuer.source {
+            Some(ip) => route.policy.check_source(ip).map(|_| ()),
+            None => Ok(()),
+        }
+        .and_then(|()| route.policy.authorize(Some(&v.identity), None).map(|_| ()));
+        doc["route"] = json!(route.name);
+        match decision {
+            Ok(()) => doc["allowed"] = json!(true),
+            Err(d) => {
+                outcome = Outcome::Failed;
+                doc["allowed"] = json!(false);
+                doc["policy"] = json!({"code": d.reason.code(), "message": d.detail});
+            }
+        }
+    }
     match format {
         Format::Json => print_json(&doc)?,
         Format::Table => print_verify_table(&doc),
@@ -388,6 +454,17 @@ fn print_verify_table(doc: &serde_json::Value) {
                 "expires",
                 humantime::format_rfc3339_seconds(t)
             );
+        }
+        if let Some(route) = doc["route"].as_str() {
+            if doc["allowed"] == true {
+                println!("ALLOWED by route {route}");
+            } else {
+                println!(
+                    "REFUSED by route {route}  {}: {}",
+                    doc["policy"]["code"].as_str().unwrap_or("?"),
+                    doc["policy"]["message"].as_str().unwrap_or("?")
+                );
+            }
         }
     } else {
         println!(
