@@ -6,96 +6,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Guard;
-
-const SUFFIX: &str = "dc=intraport,dc=test";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !ready() {
-        assert!(
-            Instant::now() < until,
-            "{what} not ready within {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// slapd with an mdb database holding one entry, on 127.0.0.1:`port`.
-fn start_slapd(dir: &Path, port: u16) -> Guard {
-    let db = dir.join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    let conf = dir.join("slapd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "include /etc/ldap/schema/core.schema\n\
-             include /etc/ldap/schema/cosine.schema\n\
-             include /etc/ldap/schema/inetorgperson.schema\n\
-             pidfile {pid}\n\
-             modulepath /usr/lib/ldap\n\
-             moduleload back_mdb\n\
-             database mdb\n\
-             suffix \"{SUFFIX}\"\n\
-             rootdn \"cn=admin,{SUFFIX}\"\n\
-             rootpw secret\n\
-             directory {db}\n\
-             maxsize 10485760\n",
-            pid = dir.join("slapd.pid").display(),
-            db = db.display()
-        ),
-    )
-    .unwrap();
-    let ldif = dir.join("base.ldif");
-    std::fs::write(
-        &ldif,
-        format!(
-            "dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: intraport\ndc: intraport\n\n\
-             dn: cn=sync-reader,{SUFFIX}\nobjectClass: inetOrgPerson\ncn: sync-reader\nsn: Reader\nmail: sync-reader@contoso.example\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new("slapadd")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-l")
-        .arg(&ldif)
-        .output()
-        .expect("slapadd (Debian package slapd) must be installed");
-    assert!(
-        out.status.success(),
-        "slapadd: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let child = Command::new("slapd")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-h")
-        .arg(format!("ldap://127.0.0.1:{port}/"))
-        .args(["-d", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("slapd (Debian package slapd) must be installed");
-    let guard = Guard(child);
-    wait_for("slapd", Duration::from_secs(15), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    guard
-}
+use common::{Guard, LDAP_SUFFIX, free_port, start_slapd, wait_for};
 
 fn ldap_probe(name: &str, url: &str, password: &str, filter: &str) -> String {
     format!(
@@ -107,9 +21,9 @@ timeout = "5s"
 
 [probe.ldap]
 url = "{url}"
-bind_dn = "cn=admin,{SUFFIX}"
+bind_dn = "cn=admin,{LDAP_SUFFIX}"
 password = "{password}"
-base = "{SUFFIX}"
+base = "{LDAP_SUFFIX}"
 filter = "{filter}"
 attributes = ["mail"]
 "#

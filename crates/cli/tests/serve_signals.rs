@@ -11,26 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Guard;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !ready() {
-        assert!(
-            Instant::now() < until,
-            "{what} not ready within {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{Guard, free_port, wait_for};
 
 /// A plain HTTP/1.1 upstream: `/…stream` answers 20 chunks 100 ms apart, anything
 /// else `ok`.

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_intraport")
@@ -132,4 +132,93 @@ impl Dev {
             "json".into(),
         ]
     }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `ready` every 50 ms until it holds; fail the test after `deadline`.
+pub fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !ready() {
+        assert!(
+            Instant::now() < until,
+            "{what} not ready within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The base DN of the test directory.
+pub const LDAP_SUFFIX: &str = "dc=intraport,dc=test";
+
+/// OpenLDAP `slapd` (Debian) with an mdb database under `dir` holding one entry,
+/// `cn=sync-reader` (mail `sync-reader@contoso.example`), on 127.0.0.1:`port`;
+/// returned once it accepts connections, stopped when the guard drops.
+pub fn start_slapd(dir: &Path, port: u16) -> Guard {
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let conf = dir.join("slapd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             pidfile {pid}\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             database mdb\n\
+             suffix \"{LDAP_SUFFIX}\"\n\
+             rootdn \"cn=admin,{LDAP_SUFFIX}\"\n\
+             rootpw secret\n\
+             directory {db}\n\
+             maxsize 10485760\n",
+            pid = dir.join("slapd.pid").display(),
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let ldif = dir.join("base.ldif");
+    std::fs::write(
+        &ldif,
+        format!(
+            "dn: {LDAP_SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: intraport\ndc: intraport\n\n\
+             dn: cn=sync-reader,{LDAP_SUFFIX}\nobjectClass: inetOrgPerson\ncn: sync-reader\nsn: Reader\nmail: sync-reader@contoso.example\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("slapadd")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-l")
+        .arg(&ldif)
+        .output()
+        .expect("slapadd (Debian package slapd) must be installed");
+    assert!(
+        out.status.success(),
+        "slapadd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = Command::new("slapd")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-h")
+        .arg(format!("ldap://127.0.0.1:{port}/"))
+        .args(["-d", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("slapd (Debian package slapd) must be installed");
+    let guard = Guard(child);
+    wait_for("slapd", Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    guard
 }
