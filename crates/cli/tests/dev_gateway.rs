@@ -168,3 +168,55 @@ fn token_verify_as_a_route_of_the_dev_gateway() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-route"));
 }
+
+/// `token verify --route` refuses routes that cannot verify a token: a route without
+/// a provider, and a TCP route (exit 2, naming the route).
+#[test]
+fn token_verify_route_needs_an_http_route_with_a_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        r#"[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+
+[[listener]]
+name = "ldap"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+
+[[route]]
+name = "open"
+listener = "web"
+upstream = "http://127.0.0.1:9"
+identity = "none"
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[[route]]
+name = "directory"
+listener = "ldap"
+upstream = "127.0.0.1:389"
+[route.source]
+allow = ["127.0.0.0/8"]
+"#,
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    for (route, says) in [
+        ("open", "names no provider"),
+        ("directory", "no HTTP route"),
+    ] {
+        let out = common::run(
+            &[
+                "token", "verify", "--config", &path, "--route", route, "a.b.c",
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{route}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && err.contains(route), "{route}: {err}");
+    }
+}
