@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use intraport_devissuer::demo_env::{DemoUpstream, GATEWAY_LISTENER, gateway_config};
 use intraport_devissuer::{DevIssuer, DevIssuerConfig, TokenRequest, demo};
 use intraport_gateway::{Config, Gateway, GatewayHandle};
 
@@ -19,97 +20,23 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// The `intraport dev` demo: an upstream echoing the identity headers, and a
+/// gateway trusting the issuer: `/admin` needs role Writer, everything else
+/// `read_roles` (a TOML requirement line).
 async fn echo_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
-        let identity: serde_json::Map<String, serde_json::Value> = req
-            .headers()
-            .iter()
-            .filter(|(n, _)| n.as_str().starts_with("x-intraport-"))
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
-                )
-            })
-            .collect();
-        axum::Json(serde_json::json!({ "identity": identity }))
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    // Kept running for the whole test.
+    let up = DemoUpstream::start().await.unwrap();
+    let addr = up.addr();
+    std::mem::forget(up);
     addr
 }
 
-/// A gateway trusting the issuer: `/admin` needs role Writer, everything else
-/// `read_roles` (a TOML requirement line).
 async fn gateway(
     issuer: &DevIssuer,
     upstream: SocketAddr,
     read_roles: &str,
 ) -> (Arc<GatewayHandle>, String) {
-    let (cert, key) = issuer.server_cert_paths().unwrap();
-    let text = format!(
-        r#"[server]
-worker_threads = 1
-shutdown_grace_seconds = 1
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[provider]]
-name = "dev"
-authority = {authority}
-tenant = {tenant}
-audiences = [{api_id}, {api_uri}]
-ca_file = {ca}
-
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "https"
-
-[listener.tls]
-cert = {cert}
-key = {key}
-
-[[route]]
-name = "read"
-listener = "web"
-path_prefix = "/"
-upstream = "http://{upstream}"
-identity = "token"
-provider = "dev"
-
-[route.source]
-allow = ["127.0.0.0/8"]
-
-[route.require]
-{read_roles}
-
-[[route]]
-name = "admin"
-listener = "web"
-path_prefix = "/admin"
-upstream = "http://{upstream}"
-identity = "token"
-provider = "dev"
-
-[route.source]
-allow = ["127.0.0.0/8"]
-
-[route.require]
-roles_all = ["Writer"]
-"#,
-        authority = q(&issuer.authority()),
-        tenant = q(&issuer.tenant_id().to_string()),
-        api_id = q(&demo::API_APP_ID.to_string()),
-        api_uri = q(demo::API_APP_ID_URI),
-        ca = q(&issuer.ca_pem_path().unwrap().display().to_string()),
-        cert = q(&cert.display().to_string()),
-        key = q(&key.display().to_string()),
-    );
+    let text = gateway_config(issuer, upstream, 0, read_roles);
     let gw = Gateway::start(Config::from_toml_str(&text, Path::new(".")).unwrap())
         .await
         .unwrap();
@@ -118,7 +45,7 @@ roles_all = ["Writer"]
         assert!(tokio::time::Instant::now() < deadline, "gateway not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let addr = gw.listener_addr("web").await.unwrap();
+    let addr = gw.listener_addr(GATEWAY_LISTENER).await.unwrap();
     (gw, format!("https://127.0.0.1:{}", addr.port()))
 }
 

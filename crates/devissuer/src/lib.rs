@@ -17,6 +17,10 @@
 //! `POST /_dev/retire/{kid}` rotate signing keys from outside (loopback
 //! peers only).
 //!
+//! [`demo_env`] holds the rest of the `intraport dev` demo (an upstream that echoes
+//! the identity headers, the gateway configuration in front of it), shared with the
+//! end-to-end tests.
+//!
 //! It is for local development and tests (`intraport dev`, end-to-end tests
 //! with Microsoft's own client library): it is **not** an identity provider.
 //! There is no interactive sign-in, no refresh tokens, no consent, no
@@ -24,6 +28,7 @@
 //! not validate tokens either; that is the `intraport-token` crate's job.
 
 mod config;
+pub mod demo_env;
 mod error;
 mod keys;
 mod server;

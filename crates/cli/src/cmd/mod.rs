@@ -4,7 +4,6 @@
 pub mod check;
 pub mod config;
 pub mod dev;
-pub mod dev_upstream;
 pub mod pcap;
 pub mod ports;
 pub mod probe;
