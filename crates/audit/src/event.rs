@@ -24,6 +24,10 @@ pub enum Action {
     ConnectionAccepted,
     /// A TCP connection was refused before TLS (reason: `limit`, `ban`, `cidr`, ...).
     ConnectionRefused,
+    /// An HTTP connection ended (reason: `client_closed`, `idle_timeout`,
+    /// `header_read_timeout`, `h2_reset_flood`, `shutdown`, `error`), with its bytes
+    /// and total duration.
+    ConnectionClosed,
     /// A TLS handshake finished; the outcome says whether it succeeded (reason on
     /// failure: `no_shared_cipher`, `no_shared_version`, `bad_client_cert`, `timeout`,
     /// `reset`, ...).
@@ -45,9 +49,10 @@ pub enum Action {
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::ConnectionAccepted,
         Action::ConnectionRefused,
+        Action::ConnectionClosed,
         Action::TlsHandshake,
         Action::Authentication,
         Action::PolicyDecision,
@@ -63,6 +68,7 @@ impl Action {
         match self {
             Action::ConnectionAccepted => "connection-accepted",
             Action::ConnectionRefused => "connection-refused",
+            Action::ConnectionClosed => "connection-closed",
             Action::TlsHandshake => "tls-handshake",
             Action::Authentication => "authentication",
             Action::PolicyDecision => "policy-decision",
@@ -78,6 +84,7 @@ impl Action {
         match self {
             Action::ConnectionAccepted => "Connection accepted",
             Action::ConnectionRefused => "Connection refused",
+            Action::ConnectionClosed => "Connection closed",
             Action::TlsHandshake => "TLS handshake",
             Action::Authentication => "Authentication",
             Action::PolicyDecision => "Policy decision",

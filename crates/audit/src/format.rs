@@ -43,6 +43,7 @@ pub fn ecs_category(event: &Event) -> &'static [&'static str] {
     match event.action {
         Action::ConnectionAccepted
         | Action::ConnectionRefused
+        | Action::ConnectionClosed
         | Action::TlsHandshake
         | Action::PolicyDecision
         | Action::Ban
@@ -60,6 +61,7 @@ pub fn ecs_type(event: &Event) -> &'static [&'static str] {
     match event.action {
         Action::ConnectionAccepted => &["connection", "start", "allowed"],
         Action::ConnectionRefused => &["connection", "denied"],
+        Action::ConnectionClosed => &["connection", "end"],
         Action::TlsHandshake => &["protocol"],
         Action::Authentication => &["info"],
         Action::PolicyDecision if ok => &["allowed"],

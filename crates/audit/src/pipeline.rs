@@ -195,6 +195,26 @@ impl Audit {
         ))
     }
 
+    /// Tries to queue `item` on `s` without waiting. A closed queue, or a full one under
+    /// `drop`, counts the event as dropped; a full queue under `block` hands the item
+    /// back for the caller to wait with.
+    fn offer(&self, s: &SinkTx, item: Item) -> Option<Item> {
+        match s.tx.try_send(item) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(item)) => match self.inner.policy {
+                QueueFull::Drop => {
+                    Counters::add(&s.counters.dropped, 1);
+                    None
+                }
+                QueueFull::Block => Some(item),
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Counters::add(&s.counters.dropped, 1);
+                None
+            }
+        }
+    }
+
     /// Queues `event` for every sink. Returns at once unless a queue is full and the
     /// policy is `block`, in which case it waits for room in that queue (no I/O is
     /// awaited, only the sink worker's progress). Under `drop` a full queue drops the
@@ -206,17 +226,10 @@ impl Audit {
                 event: event.clone(),
                 ack: None,
             };
-            match s.tx.try_send(item) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(item)) => match self.inner.policy {
-                    QueueFull::Drop => Counters::add(&s.counters.dropped, 1),
-                    QueueFull::Block => {
-                        if s.tx.send(item).await.is_err() {
-                            Counters::add(&s.counters.dropped, 1);
-                        }
-                    }
-                },
-                Err(mpsc::error::TrySendError::Closed(_)) => Counters::add(&s.counters.dropped, 1),
+            if let Some(item) = self.offer(s, item) {
+                if s.tx.send(item).await.is_err() {
+                    Counters::add(&s.counters.dropped, 1);
+                }
             }
         }
     }
@@ -238,6 +251,30 @@ impl Audit {
             }
         }
         all
+    }
+
+    /// Queues `event` from code that cannot await (a response body's `Drop`): a sink
+    /// with room takes it at once; a full sink under `drop` counts it as dropped; a
+    /// full sink under `block` gets it from a spawned task that waits for room (so
+    /// nothing is lost, though that one event may land after later ones). Must be
+    /// called inside a Tokio runtime when the policy is `block`.
+    pub fn emit_detached(&self, event: Event) {
+        let event = Arc::new(event);
+        for s in &self.inner.sinks {
+            let item = Item {
+                event: event.clone(),
+                ack: None,
+            };
+            if let Some(item) = self.offer(s, item) {
+                let tx = s.tx.clone();
+                let counters = s.counters.clone();
+                tokio::spawn(async move {
+                    if tx.send(item).await.is_err() {
+                        Counters::add(&counters.dropped, 1);
+                    }
+                });
+            }
+        }
     }
 
     /// Whether any file sink has `durability = "sync"`: then the gateway should use
@@ -273,18 +310,9 @@ impl Audit {
                     event: event.clone(),
                     ack: None,
                 };
-                match s.tx.try_send(item) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(item)) => match self.inner.policy {
-                        QueueFull::Drop => Counters::add(&s.counters.dropped, 1),
-                        QueueFull::Block => {
-                            if s.tx.send(item).await.is_err() {
-                                Counters::add(&s.counters.dropped, 1);
-                            }
-                        }
-                    },
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        Counters::add(&s.counters.dropped, 1)
+                if let Some(item) = self.offer(s, item) {
+                    if s.tx.send(item).await.is_err() {
+                        Counters::add(&s.counters.dropped, 1);
                     }
                 }
             }

@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): `/healthz` (the process serves) and
-//! `/readyz` (every provider has a key set, so tokens can be checked).
+//! The admin listener (loopback by default): `/healthz` (the process serves),
+//! `/readyz` (every provider has a key set, so tokens can be checked), `/metrics`
+//! (OpenMetrics text) and `/status` (the live HTML page).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,15 +43,20 @@ pub(crate) fn spawn(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, body: String| {
+    let typed = |status: StatusCode, body: String, content_type: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
+            http::HeaderValue::from_static(content_type),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
         );
         r
     };
+    let reply = |status: StatusCode, body: String| typed(status, body, "application/json");
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -73,6 +79,16 @@ fn answer(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 reply(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
             }
         }
+        "/metrics" => typed(
+            StatusCode::OK,
+            shared.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/status" => typed(
+            StatusCode::OK,
+            crate::status::render(shared),
+            "text/html; charset=utf-8",
+        ),
         _ => reply(StatusCode::NOT_FOUND, "{\"error\":\"not_found\"}".into()),
     }
 }

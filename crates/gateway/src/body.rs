@@ -7,6 +7,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,16 +47,25 @@ pub struct GuardedBody {
     remaining: u64,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// Bytes passed on, for the audit event (when there is one).
+    count: Option<Arc<AtomicU64>>,
 }
 
 impl GuardedBody {
-    /// At most `max` bytes, and no wait longer than `timeout` for the next frame.
-    pub fn new(inner: Incoming, max: u64, timeout: Duration) -> Self {
+    /// At most `max` bytes, and no wait longer than `timeout` for the next frame;
+    /// the bytes passed on are added to `count`.
+    pub fn new(
+        inner: Incoming,
+        max: u64,
+        timeout: Duration,
+        count: Option<Arc<AtomicU64>>,
+    ) -> Self {
         GuardedBody {
             inner,
             remaining: max,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            count,
         }
     }
 }
@@ -78,6 +89,9 @@ impl Body for GuardedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyLimit::TooLarge))));
                     }
                     this.remaining -= n;
+                    if let Some(c) = &this.count {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
                 let deadline = Instant::now() + this.timeout;
                 this.sleep.as_mut().reset(deadline);

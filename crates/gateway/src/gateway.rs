@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use intraport_audit::{Action, Audit, AuditHandle, Event, Outcome, Text};
 use intraport_limits::{
-    AbuseSnapshot, AbuseStats, ConnLimiter, Guard, InProcess, Rate, RateDecision, RedisState,
-    SharedState,
+    AbuseSnapshot, AbuseStats, BanNotice, ConnLimiter, Guard, InProcess, Rate, RateDecision,
+    RedisState, SharedState,
 };
 use intraport_token::{FetchGate, Provider};
 use tokio::net::TcpListener;
@@ -26,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, ConfigError, Listener, Protocol, Routes, StoreConfig};
+use crate::metrics::{ConnLabels, ListenerLabels, Metrics, Name, RouteLabels};
+use crate::observe::ConnInfo;
 use crate::tls::{self, HandshakeFailure, ReloadingCert};
 use crate::upstream::UpstreamClient;
-use crate::{admin, http, tcp};
+use crate::{admin, http, status, tcp};
 
 /// Why the gateway could not start or apply a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -98,13 +101,23 @@ impl ListenerStats {
 pub(crate) struct ListenerRuntime {
     pub listener: Arc<Listener>,
     pub acceptor: Option<TlsAcceptor>,
-    /// Upstream clients, indexed like the HTTP routes' `index`.
-    pub upstreams: HashMap<String, UpstreamClient>,
+    /// The listener's name, for metric labels and events.
+    pub name: Name,
+    /// Each HTTP route's upstream client and name, by route name.
+    pub upstreams: HashMap<String, RouteRuntime>,
     /// Providers, indexed like `Config::providers`.
     pub providers: Arc<Vec<Arc<Provider>>>,
+    /// Their names, indexed the same way.
+    pub provider_names: Arc<Vec<Name>>,
     pub stats: Arc<ListenerStats>,
     /// Open connections (kept across reloads, like `stats`).
     pub conns: Arc<ConnLimiter>,
+}
+
+/// What a request on one HTTP route needs beyond its configuration.
+pub(crate) struct RouteRuntime {
+    pub client: UpstreamClient,
+    pub name: Name,
 }
 
 struct ListenerSlot {
@@ -142,6 +155,32 @@ pub(crate) struct Shared {
     pub guard: Arc<Guard>,
     /// The global ceiling on identity-provider fetches.
     pub idp_gate: Arc<IdpGate>,
+    /// The metrics of `/metrics`.
+    pub metrics: Metrics,
+    /// The audit pipeline, when `[audit]` has sinks.
+    pub audit: Option<Audit>,
+    /// Whether a sink is `durability = "sync"`: a request's event is then on disk
+    /// before its response is sent.
+    pub audit_sync: bool,
+    /// Reload counts.
+    pub reloads: Arc<ReloadStats>,
+    /// The one-hour history behind `/status`.
+    pub history: status::History,
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    /// Queue an audit event (waits only when a queue is full under `block`).
+    pub async fn emit(&self, event: Event) {
+        if let Some(a) = &self.audit {
+            a.emit(event).await;
+        }
+    }
+
+    /// A new connection's id, unique within this process.
+    pub fn connection_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
 }
 
 /// The global ceiling on identity-provider metadata fetches, shared by every provider
@@ -196,13 +235,15 @@ pub struct ReloadStats {
 /// A running gateway.
 pub struct GatewayHandle {
     shared: Arc<Shared>,
+    audit: tokio::sync::Mutex<Option<AuditHandle>>,
     control: tokio::sync::Mutex<Control>,
     admin_addr: SocketAddr,
     admin_configured: SocketAddr,
     worker_threads: Option<usize>,
+    /// The `[audit]` section in force (it applies at start only).
+    audit_fingerprint: Option<String>,
     /// Milliseconds; the last applied configuration's grace period.
     shutdown_grace_ms: AtomicU64,
-    reloads: Arc<ReloadStats>,
     watch: CancellationToken,
 }
 
@@ -239,13 +280,33 @@ impl Gateway {
             rate: ArcSwap::from_pointee(None),
             stats: guard.stats().clone(),
         });
-        let shared = Arc::new(Shared {
+        let (audit, audit_handle) = match &config.audit {
+            None => (None, None),
+            Some(c) => {
+                let (a, h) = Audit::start(c).map_err(|e| StartError::Setup {
+                    name: "audit".into(),
+                    message: e.to_string(),
+                })?;
+                (Some(a), Some(h))
+            }
+        };
+        if let Some(a) = &audit {
+            let a = a.clone();
+            guard.set_observer(Box::new(move |notice| a.emit_detached(ban_event(notice))));
+        }
+        let shared = Arc::new_cyclic(|weak| Shared {
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
             tracker: TaskTracker::new(),
             providers: ArcSwap::from_pointee(Vec::new()),
             guard: guard.clone(),
             idp_gate,
+            metrics: Metrics::new(weak.clone()),
+            audit_sync: audit.as_ref().is_some_and(Audit::is_sync),
+            audit,
+            reloads: Arc::new(ReloadStats::default()),
+            history: status::History::new(config.status_sample_interval),
+            next_conn_id: AtomicU64::new(0),
         });
         guard.spawn(
             config.abuse.sync_interval,
@@ -269,6 +330,7 @@ impl Gateway {
             })?;
         let handle = Arc::new(GatewayHandle {
             shared: shared.clone(),
+            audit: tokio::sync::Mutex::new(audit_handle),
             control: tokio::sync::Mutex::new(Control {
                 listeners: HashMap::new(),
                 providers: Vec::new(),
@@ -277,12 +339,13 @@ impl Gateway {
             admin_addr,
             admin_configured: config.admin_listen,
             worker_threads: config.worker_threads,
+            audit_fingerprint: config.audit.as_ref().map(|a| format!("{a:?}")),
             shutdown_grace_ms: AtomicU64::new(0),
-            reloads: Arc::new(ReloadStats::default()),
             watch: shared.drain.child_token(),
         });
         let watch_file = config.watch_config.then(|| config.file.clone()).flatten();
         handle.apply(config).await?;
+        status::spawn_sampler(shared.clone());
         admin::spawn(admin_listener, shared);
         if let Some(file) = watch_file {
             handle.clone().spawn_file_watch(file);
@@ -335,7 +398,16 @@ impl GatewayHandle {
 
     /// Reload counters.
     pub fn reload_stats(&self) -> &ReloadStats {
-        &self.reloads
+        &self.shared.reloads
+    }
+
+    /// Every audit sink's numbers (empty without `[audit]`).
+    pub fn audit_stats(&self) -> Vec<intraport_audit::SinkStats> {
+        self.shared
+            .audit
+            .as_ref()
+            .map(Audit::stats)
+            .unwrap_or_default()
     }
 
     /// True when every provider has a key set (what `/readyz` answers).
@@ -351,15 +423,26 @@ impl GatewayHandle {
         let result = self.apply(config).await;
         match &result {
             Ok(()) => {
-                self.reloads.applied.fetch_add(1, Ordering::Relaxed);
+                self.shared.reloads.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("configuration reloaded");
+                self.shared
+                    .emit(Event::new(Action::Reload, Outcome::Success))
+                    .await;
             }
             Err(e) => {
-                self.reloads.rejected.fetch_add(1, Ordering::Relaxed);
+                self.shared.reloads.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "reload rejected; the previous configuration keeps serving");
+                self.reload_rejected(e.to_string()).await;
             }
         }
         result
+    }
+
+    async fn reload_rejected(&self, why: String) {
+        let mut e =
+            Event::new(Action::Reload, Outcome::Failure).with_reason("invalid_configuration");
+        e.message = Some(Text::from(why));
+        self.shared.emit(e).await;
     }
 
     /// Re-read the configuration file the gateway was started from, check it, and
@@ -378,11 +461,14 @@ impl GatewayHandle {
                 for e in &errors {
                     tracing::error!(error = %e, "configuration error");
                 }
-                self.reloads.rejected.fetch_add(1, Ordering::Relaxed);
+                self.shared.reloads.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     errors = errors.len(),
                     "reload rejected; the previous configuration keeps serving"
                 );
+                let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                self.reload_rejected(format!("{} errors; first: {first}", errors.len()))
+                    .await;
                 Err(StartError::Config(errors))
             }
         }
@@ -413,6 +499,12 @@ impl GatewayHandle {
             );
             self.shared.kill.cancel();
             self.shared.tracker.wait().await;
+        }
+        if let Some(audit) = self.audit.lock().await.take() {
+            // Every connection has ended: their last events are queued. Flush them.
+            for s in audit.shutdown().await {
+                tracing::info!(sink = %s.name, written = s.written, dropped = s.dropped, spool_pending = s.spool_pending, "audit sink closed");
+            }
         }
         tracing::info!("shut down");
     }
@@ -477,6 +569,9 @@ impl GatewayHandle {
         if config.admin_listen != self.admin_configured {
             tracing::warn!(admin = %config.admin_listen, "a new admin address takes effect at the next start");
         }
+        if config.audit.as_ref().map(|a| format!("{a:?}")) != self.audit_fingerprint {
+            tracing::warn!("a new [audit] section takes effect at the next start");
+        }
         if config.worker_threads != self.worker_threads {
             tracing::warn!("a new worker_threads takes effect at the next start");
         }
@@ -531,6 +626,13 @@ impl GatewayHandle {
                 .collect(),
         );
 
+        let provider_names: Arc<Vec<Name>> = Arc::new(
+            providers
+                .iter()
+                .map(|(n, _, _)| Name::from(n.as_str()))
+                .collect(),
+        );
+
         // Listeners: build every runtime (and bind new sockets) before changing anything.
         struct Planned {
             name: String,
@@ -578,13 +680,28 @@ impl GatewayHandle {
             let mut upstreams = HashMap::new();
             if let Routes::Http { routes, .. } = &listener.routes {
                 for route in routes {
-                    let client = crate::upstream::new_client(route).map_err(|message| {
-                        StartError::Setup {
-                            name: name.clone(),
-                            message: format!("route `{}`: {message}", route.name),
-                        }
-                    })?;
-                    upstreams.insert(route.name.clone(), client);
+                    let route_name: Name = Arc::from(route.name.as_str());
+                    let connect =
+                        self.shared
+                            .metrics
+                            .upstream_connect
+                            .get_or_create_owned(&RouteLabels {
+                                route: route_name.clone(),
+                            });
+                    let client =
+                        crate::upstream::new_client(route, connect).map_err(|message| {
+                            StartError::Setup {
+                                name: name.clone(),
+                                message: format!("route `{}`: {message}", route.name),
+                            }
+                        })?;
+                    upstreams.insert(
+                        route.name.clone(),
+                        RouteRuntime {
+                            client,
+                            name: route_name,
+                        },
+                    );
                 }
             }
             let socket = if existing.is_some() {
@@ -602,10 +719,12 @@ impl GatewayHandle {
                 name,
                 configured: listener.listen,
                 runtime: ListenerRuntime {
+                    name: Arc::from(listener.name.as_str()),
                     listener,
                     acceptor,
                     upstreams,
                     providers: provider_list.clone(),
+                    provider_names: provider_names.clone(),
                     stats,
                     conns,
                 },
@@ -722,12 +841,13 @@ fn spawn_accept(
     shared: Arc<Shared>,
 ) {
     tokio::spawn(async move {
+        let bound = socket.local_addr().ok();
         loop {
-            let accepted = tokio::select! {
+            let next = tokio::select! {
                 () = stop.cancelled() => return,
                 a = socket.accept() => a,
             };
-            let (stream, peer) = match accepted {
+            let (stream, peer) = match next {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -737,12 +857,26 @@ fn spawn_accept(
                 }
             };
             let rt = runtime.load_full();
+            // The address the client reached: the bound one, unless it is a wildcard.
+            let local = match bound {
+                Some(b) if !b.ip().is_unspecified() => b,
+                _ => stream.local_addr().unwrap_or(peer),
+            };
+            let conn = ConnInfo {
+                id: shared.connection_id(),
+                peer,
+                local,
+                listener: rt.name.clone(),
+                accepted: Instant::now(),
+                tls: None,
+            };
             // Refused here, before any TLS work: a banned source or one over its
             // connection cap costs one accept and one close.
             let stats = shared.guard.stats();
             if let Some(left) = shared.guard.banned(peer.ip()) {
                 AbuseStats::bump(&stats.connections_refused_banned);
                 tracing::info!(event = "refused", reason = "banned", listener = %rt.listener.name, %peer, ban_seconds_left = left.as_secs(), "connection refused");
+                refused(&shared, &conn, "refused_banned", "banned").await;
                 continue;
             }
             let permit = match rt.conns.try_acquire(peer.ip(), rt.listener.limits.conn) {
@@ -757,6 +891,11 @@ fn spawn_accept(
                         }
                     });
                     tracing::info!(event = "refused", reason = r.as_str(), listener = %rt.listener.name, %peer, "connection refused");
+                    let outcome = match r {
+                        intraport_limits::ConnRefusal::ListenerFull => "refused_listener_cap",
+                        intraport_limits::ConnRefusal::SourceFull => "refused_source_cap",
+                    };
+                    refused(&shared, &conn, outcome, r.as_str()).await;
                     continue;
                 }
             };
@@ -766,15 +905,94 @@ fn spawn_accept(
             let runtime2 = runtime.clone();
             shared.tracker.spawn(async move {
                 let _permit = permit;
+                let active =
+                    shared2
+                        .metrics
+                        .connections_active
+                        .get_or_create_owned(&ListenerLabels {
+                            listener: rt.name.clone(),
+                        });
+                active.inc();
                 match rt.listener.protocol {
                     Protocol::Http | Protocol::Https => {
-                        http::serve_connection(stream, peer, rt, runtime2, shared2).await;
+                        accepted(&shared2, &conn).await;
+                        http::serve_connection(stream, conn, rt, runtime2, shared2).await;
                     }
                     Protocol::Tcp | Protocol::Tls => {
-                        tcp::serve_connection(stream, peer, rt, shared2).await;
+                        // A TCP route checks its source before it counts as accepted.
+                        tcp::serve_connection(stream, conn, rt, shared2).await;
                     }
                 }
+                active.dec();
             });
         }
     });
+}
+
+/// Count and record a connection refused with `reason`.
+pub(crate) async fn refused(shared: &Shared, conn: &ConnInfo, outcome: &'static str, reason: &str) {
+    shared
+        .metrics
+        .connections
+        .get_or_create(&ConnLabels {
+            listener: conn.listener.clone(),
+            outcome,
+        })
+        .inc();
+    if shared.audit.is_some() {
+        let mut e = conn.event(Action::ConnectionRefused, Outcome::Failure);
+        e.reason = Some(Text::from(reason));
+        shared.emit(e).await;
+    }
+}
+
+/// Count and record an accepted connection.
+pub(crate) async fn accepted(shared: &Shared, conn: &ConnInfo) {
+    shared
+        .metrics
+        .connections
+        .get_or_create(&ConnLabels {
+            listener: conn.listener.clone(),
+            outcome: "accepted",
+        })
+        .inc();
+    if shared.audit.is_some() {
+        shared
+            .emit(conn.event(Action::ConnectionAccepted, Outcome::Success))
+            .await;
+    }
+}
+
+/// The audit event of a change of the ban list.
+fn ban_event(notice: BanNotice) -> Event {
+    let ip_event = |action, source: std::net::IpAddr| {
+        let mut e = Event::new(action, Outcome::Success);
+        e.source = Some(SocketAddr::new(source, 0));
+        e
+    };
+    match notice {
+        BanNotice::Banned {
+            source,
+            length,
+            failures,
+            offence,
+            reason,
+        } => {
+            let mut e = ip_event(Action::Ban, source).with_reason(reason);
+            e.ban_duration = Some(length);
+            e.message = Some(Text::from(format!(
+                "banned after {failures} authentication failures (offence {offence})"
+            )));
+            e
+        }
+        BanNotice::BannedElsewhere { source, length } => {
+            let mut e = ip_event(Action::Ban, source).with_reason("shared");
+            e.ban_duration = Some(length);
+            e.message = Some(Text::from(
+                "ban made by another gateway of the shared store",
+            ));
+            e
+        }
+        BanNotice::Unbanned { source } => ip_event(Action::Unban, source).with_reason("expired"),
+    }
 }

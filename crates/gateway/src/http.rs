@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -15,9 +15,10 @@ use http::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use intraport_limits::{AbuseStats, Guard, RateDecision};
+use intraport_limits::{AbuseStats, RateDecision};
 use intraport_policy::forward::{self, HopByHop};
 use intraport_policy::{CertIdentity, Denial, DenyReason, IdentityRequirement, PathError};
 use intraport_token::{ErrorCode, Identity, TokenError};
@@ -25,9 +26,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use intraport_audit::{Action, Outcome, Text, TlsInfo};
+
 use crate::body::{BodyLimit, GuardedBody};
 use crate::config::{HttpRoute, Routes};
 use crate::gateway::{ListenerRuntime, Shared};
+use crate::metrics::{
+    ConnLabels, PolicyLabels, RequestLabels, RouteLabels, TokenLabels, UpstreamLabels, status_class,
+};
+use crate::observe::{AuditedBody, ConnInfo, RequestTrace, TlsFacts};
 use crate::tcp::{Activity, Tracked};
 use crate::tls::HandshakeFailure;
 
@@ -38,7 +45,7 @@ const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-
 
 /// What a connection carries into each of its requests.
 struct ConnCtx {
-    peer: SocketAddr,
+    conn: ConnInfo,
     scheme: &'static str,
     cert: Option<Arc<CertIdentity>>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
@@ -54,14 +61,14 @@ struct ConnCtx {
 
 impl ConnCtx {
     fn new(
-        peer: SocketAddr,
+        conn: ConnInfo,
         scheme: &'static str,
         cert: Option<Arc<CertIdentity>>,
         runtime: Arc<ArcSwap<ListenerRuntime>>,
         shared: Arc<Shared>,
     ) -> ConnCtx {
         ConnCtx {
-            peer,
+            conn,
             scheme,
             cert,
             runtime,
@@ -117,7 +124,7 @@ impl Drop for RequestGuard {
 /// Complete the TLS handshake (if the listener has TLS) and serve HTTP/1.1 or HTTP/2.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    mut conn: ConnInfo,
     rt: Arc<ListenerRuntime>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     shared: Arc<Shared>,
@@ -127,49 +134,53 @@ pub(crate) async fn serve_connection(
     let stream = Tracked {
         inner: stream,
         clock: clock.clone(),
+        read: 0,
     };
     let Some(acceptor) = &rt.acceptor else {
-        let ctx = Arc::new(ConnCtx::new(peer, "http", None, runtime, shared));
+        let ctx = Arc::new(ConnCtx::new(conn, "http", None, runtime, shared));
         serve_http(TokioIo::new(stream), ctx, &rt, clock).await;
         return;
     };
-    let Some((tls, cert)) = handshake(acceptor, stream, peer, &rt, &shared.guard).await else {
+    let Some((tls, cert)) = handshake(acceptor, stream, &mut conn, &rt, &shared).await else {
         return;
     };
-    let ctx = Arc::new(ConnCtx::new(peer, "https", cert, runtime, shared));
+    let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared));
     serve_http(TokioIo::new(tls), ctx, &rt, clock).await;
 }
 
-/// The TLS handshake with its deadline, the failure counted and logged with its
-/// reason, and the verified client certificate read.
+/// The TLS handshake with its deadline: timed, counted by outcome, recorded as an
+/// event (failures with their reason), and the verified client certificate read.
 pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: S,
-    peer: SocketAddr,
+    conn: &mut ConnInfo,
     rt: &ListenerRuntime,
-    guard: &Guard,
+    shared: &Shared,
 ) -> Option<(
     tokio_rustls::server::TlsStream<S>,
     Option<Arc<CertIdentity>>,
 )> {
     let listener = &rt.listener.name;
-    let tls = match tokio::time::timeout(rt.listener.handshake_timeout, acceptor.accept(stream))
-        .await
-    {
+    let peer = conn.peer;
+    let started = Instant::now();
+    let accepted =
+        tokio::time::timeout(rt.listener.handshake_timeout, acceptor.accept(stream)).await;
+    let took = started.elapsed();
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let reason = HandshakeFailure::classify(&e);
-            rt.stats.handshake_failed(reason);
             tracing::info!(%listener, %peer, reason = reason.as_str(), error = %e, "TLS handshake failed");
+            handshake_failed(reason, took, conn, rt, shared).await;
             if reason == HandshakeFailure::ClientCertInvalid {
                 // A client certificate that does not verify is a failed authentication.
-                guard.auth_failure(peer.ip(), reason.as_str()).await;
+                shared.guard.auth_failure(peer.ip(), reason.as_str()).await;
             }
             return None;
         }
         Err(_) => {
-            rt.stats.handshake_failed(HandshakeFailure::Timeout);
             tracing::info!(%listener, %peer, reason = "timeout", "TLS handshake failed");
+            handshake_failed(HandshakeFailure::Timeout, took, conn, rt, shared).await;
             return None;
         }
     };
@@ -179,14 +190,76 @@ pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 // Verified by rustls but unreadable here: fail closed.
-                rt.stats
-                    .handshake_failed(HandshakeFailure::ClientCertInvalid);
                 tracing::info!(%listener, %peer, reason = "client_cert_invalid", error = %e, "client certificate unreadable");
+                handshake_failed(HandshakeFailure::ClientCertInvalid, took, conn, rt, shared).await;
                 return None;
             }
         },
     };
+    shared
+        .metrics
+        .handshakes
+        .get_or_create(&ConnLabels {
+            listener: rt.name.clone(),
+            outcome: "success",
+        })
+        .observe(took.as_secs_f64());
+    if shared.audit.is_some() {
+        let session = tls.get_ref().1;
+        let text = |s: Option<&str>| s.map(Text::from);
+        conn.tls = Some(TlsFacts {
+            sni: text(session.server_name()),
+            info: TlsInfo {
+                version: session.protocol_version().map(|v| {
+                    Text::from(match v {
+                        rustls::ProtocolVersion::TLSv1_3 => "1.3",
+                        rustls::ProtocolVersion::TLSv1_2 => "1.2",
+                        _ => "other",
+                    })
+                }),
+                cipher: session
+                    .negotiated_cipher_suite()
+                    .and_then(|c| c.suite().as_str())
+                    .map(Text::from),
+                alpn: session
+                    .alpn_protocol()
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .map(Text::from),
+            },
+            handshake: took,
+        });
+        let mut e = conn.event(Action::TlsHandshake, Outcome::Success);
+        if let Some(c) = &cert {
+            e.identity = crate::observe::identity(None, None, Some(c));
+        }
+        shared.emit(e).await;
+    }
     Some((tls, cert))
+}
+
+/// Count a failed handshake (listener counter, metric) and record its event.
+async fn handshake_failed(
+    reason: HandshakeFailure,
+    took: Duration,
+    conn: &ConnInfo,
+    rt: &ListenerRuntime,
+    shared: &Shared,
+) {
+    rt.stats.handshake_failed(reason);
+    shared
+        .metrics
+        .handshakes
+        .get_or_create(&ConnLabels {
+            listener: rt.name.clone(),
+            outcome: reason.as_str(),
+        })
+        .observe(took.as_secs_f64());
+    if shared.audit.is_some() {
+        let mut e = conn.event(Action::TlsHandshake, Outcome::Failure);
+        e.reason = Some(Text::from(reason.as_str()));
+        e.durations.handshake = Some(took);
+        shared.emit(e).await;
+    }
 }
 
 async fn serve_http<I>(
@@ -243,13 +316,12 @@ async fn serve_http<I>(
     };
     let stats = shared.guard.stats().clone();
     let listener = &rt.listener.name;
-    let peer = conn_ctx.peer;
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                conn_error(&*e, &stats, listener, peer);
-            }
-        }
+    let peer = conn_ctx.conn.peer;
+    let reason: &'static str = tokio::select! {
+        r = conn.as_mut() => match r {
+            Ok(()) => "client_closed",
+            Err(e) => conn_error(&*e, &stats, listener, peer),
+        },
         () = conn_ctx.reset_flood.cancelled() => {
             AbuseStats::bump(&stats.h2_reset_floods);
             tracing::warn!(
@@ -261,6 +333,7 @@ async fn serve_http<I>(
                 answered = conn_ctx.completed.load(Ordering::Relaxed),
                 "connection closed: the client abandons most of its requests (rapid reset)"
             );
+            "h2_reset_flood"
         }
         () = idle_watch => {
             AbuseStats::bump(&stats.idle_closes);
@@ -271,6 +344,7 @@ async fn serve_http<I>(
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = shared.kill.cancelled() => {}
             }
+            "idle_timeout"
         }
         () = shared.drain.cancelled() => {
             conn.as_mut().graceful_shutdown();
@@ -278,37 +352,60 @@ async fn serve_http<I>(
                 _ = conn.as_mut() => {}
                 () = shared.kill.cancelled() => {}
             }
+            "shutdown"
         }
+    };
+    if shared.audit.is_some() {
+        let ok = reason == "client_closed" || reason == "shutdown";
+        let c = &conn_ctx.conn;
+        let mut e = c.event(
+            Action::ConnectionClosed,
+            if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+        );
+        e.reason = Some(Text::from(reason));
+        e.durations.total = Some(c.accepted.elapsed());
+        e.message = Some(Text::from(format!(
+            "{} requests answered, {} abandoned",
+            conn_ctx.completed.load(Ordering::Relaxed),
+            conn_ctx.cancelled.load(Ordering::Relaxed)
+        )));
+        shared.emit(e).await;
     }
 }
 
-/// Count and log how a connection ended when it ended on an error a defence raised:
-/// the request head did not arrive in time, or an HTTP/2 client reset too many streams.
+/// Count and log how a connection ended when it ended on an error, and name it: the
+/// request head did not arrive in time, an HTTP/2 client reset too many streams, or
+/// another error.
 fn conn_error(
     e: &(dyn std::error::Error + 'static),
     stats: &AbuseStats,
     listener: &str,
     peer: SocketAddr,
-) {
+) -> &'static str {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
             if h.is_timeout() {
                 AbuseStats::bump(&stats.header_timeouts);
                 tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
-                return;
+                return "header_read_timeout";
             }
         }
         if let Some(h2e) = c.downcast_ref::<h2::Error>() {
             if h2e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
                 AbuseStats::bump(&stats.h2_reset_floods);
                 tracing::warn!(event = "limit", limit = "h2_reset_flood", %listener, %peer, "HTTP/2 connection closed: too many stream resets (rapid reset)");
-                return;
+                return "h2_reset_flood";
             }
         }
         cur = c.source();
     }
     tracing::debug!(%listener, %peer, error = %e, "connection ended with an error");
+    "error"
 }
 
 /// Every way a request is refused.
@@ -330,6 +427,8 @@ enum Reject {
         by_identity: bool,
     },
     Banned(Duration),
+    /// `durability = "sync"` and the request's event could not be written.
+    AuditUnavailable,
 }
 
 impl Reject {
@@ -349,6 +448,7 @@ impl Reject {
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reject::Banned(_) => StatusCode::FORBIDDEN,
+            Reject::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -372,6 +472,7 @@ impl Reject {
                 by_identity: true, ..
             } => "identity_rate_limited",
             Reject::Banned(_) => "source_banned",
+            Reject::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -419,6 +520,7 @@ impl Reject {
             Reject::Banned(left) => {
                 format!("the source is banned for {} more seconds", left.as_secs())
             }
+            Reject::AuditUnavailable => "the request's audit event could not be written".into(),
         }
     }
 
@@ -499,11 +601,18 @@ fn request_id() -> String {
 async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let rid = request_id();
     let rt = ctx.runtime.load_full();
-    // Kept for the refusal log line; both clones are reference-count bumps.
+    let shared = &ctx.shared;
+    let started = Instant::now();
+    // Kept for the log line and the event; the clones are reference-count bumps.
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let mut resp = match proxy(req, ctx, &rt, &rid).await {
-        Ok(r) => r,
+    let version = req.version();
+    let mut trace = RequestTrace::default();
+    if shared.audit.is_some() {
+        trace.bytes_in = Some(Arc::new(AtomicU64::new(0)));
+    }
+    let (mut resp, code, refusal) = match proxy(req, ctx, &rt, &rid, &mut trace).await {
+        Ok(r) => (r, "forwarded", None),
         Err((route, reject)) => {
             if matches!(reject, Reject::Token(_) | Reject::Denied(_)) {
                 rt.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -512,7 +621,7 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 request_id = %rid,
                 listener = %rt.listener.name,
                 route = route.as_deref().unwrap_or("-"),
-                peer = %ctx.peer,
+                peer = %ctx.conn.peer,
                 %method,
                 path = uri.path(),
                 status = reject.status().as_u16(),
@@ -520,9 +629,54 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
                 detail = %reject.detail(),
                 "request refused"
             );
-            reject.into_response(&rid)
+            let code = reject.code();
+            let token = matches!(reject, Reject::Token(_));
+            (reject.into_response(&rid), code, Some((code, token)))
         }
     };
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener: rt.name.clone(),
+            route: trace.route.clone().unwrap_or_else(|| Arc::from("-")),
+            code,
+        })
+        .inc();
+    if let Some(audit) = &shared.audit {
+        let mut event = trace.event(
+            &ctx.conn,
+            ctx.cert.as_deref(),
+            &rid,
+            &method,
+            uri.path(),
+            version,
+            resp.status().as_u16(),
+            refusal,
+        );
+        let bytes_in = || trace.bytes_in.as_ref().map(|b| b.load(Ordering::Relaxed));
+        if shared.audit_sync {
+            // The response waits for its event to be on disk; its size is what it
+            // declares (a streamed body has none).
+            event.bytes_in = bytes_in();
+            event.bytes_out = resp.body().size_hint().exact();
+            event.durations.total = Some(started.elapsed());
+            if let Err(e) = audit.emit_durable(event).await {
+                tracing::error!(request_id = %rid, error = %e, "audit event not durable: refusing the response");
+                resp = Reject::AuditUnavailable.into_response(&rid);
+            }
+        } else if refusal.is_some() || resp.body().is_end_stream() {
+            event.bytes_in = bytes_in();
+            event.bytes_out = resp.body().size_hint().exact();
+            event.durations.total = Some(started.elapsed());
+            audit.emit(event).await;
+        } else {
+            let (parts, body) = resp.into_parts();
+            let body =
+                AuditedBody::new(body, event, audit.clone(), trace.bytes_in.clone(), started);
+            resp = Response::from_parts(parts, body.boxed());
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
@@ -578,12 +732,30 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 type Refusal = (Option<String>, Reject);
 
+/// A request counted in `http_requests_in_flight` until it is answered.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(g: prometheus_client::metrics::gauge::Gauge) -> InFlight {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 async fn proxy(
     mut req: Request<Incoming>,
     ctx: &ConnCtx,
     rt: &ListenerRuntime,
     rid: &str,
+    trace: &mut RequestTrace,
 ) -> Result<Response<Body>, Refusal> {
+    let metrics = &ctx.shared.metrics;
     let limits = &rt.listener.limits;
     let stats = ctx.shared.guard.stats();
     let listener = rt.listener.name.as_str();
@@ -624,14 +796,34 @@ async fn proxy(
         .cloned()
         .ok_or((None, Reject::NoRoute))?;
     let refuse = |r: Reject| (Some(route.name.clone()), r);
+    let route_rt = rt
+        .upstreams
+        .get(&route.name)
+        .ok_or_else(|| refuse(Reject::UpstreamError("no client for the route".into())))?;
+    let route_name = &route_rt.name;
+    trace.route = Some(route_name.clone());
+    let _in_flight = InFlight::new(metrics.in_flight.get_or_create_owned(&RouteLabels {
+        route: route_name.clone(),
+    }));
+    let decided = |decision: &'static str, rule: &'static str| {
+        metrics
+            .policy
+            .get_or_create(&PolicyLabels {
+                route: route_name.clone(),
+                decision,
+                rule,
+            })
+            .inc();
+    };
 
     // Source.
     let trusted = &rt.listener.trusted_proxies;
-    let client = intraport_policy::client_ip(ctx.peer.ip(), req.headers(), trusted);
-    route
-        .policy
-        .check_source(client.ip)
-        .map_err(|d| refuse(Reject::Denied(d)))?;
+    let client = intraport_policy::client_ip(ctx.conn.peer.ip(), req.headers(), trusted);
+    trace.client = Some(client.ip);
+    if let Err(d) = route.policy.check_source(client.ip) {
+        decided("deny", d.reason.code());
+        return Err(refuse(Reject::Denied(d)));
+    }
 
     // Limits on the source: a ban (the socket peer was checked at accept; this catches
     // clients behind trusted proxies), its request rate, the declared body size.
@@ -685,18 +877,35 @@ async fn proxy(
         match token {
             None => None,
             Some(token) => {
-                let provider = route
+                let (provider, provider_name) = route
                     .provider
-                    .and_then(|i| rt.providers.get(i))
+                    .and_then(|i| Some((rt.providers.get(i)?, rt.provider_names.get(i)?)))
                     .ok_or_else(|| {
                         refuse(Reject::Token(TokenError::new(
                             ErrorCode::JwksUnavailable,
                             "the route names no running provider",
                         )))
                     })?;
-                match provider.validate(token).await {
+                let started = Instant::now();
+                let result = provider.validate(token).await;
+                let took = started.elapsed();
+                trace.auth = Some(took);
+                metrics
+                    .token_validation
+                    .get_or_create(&TokenLabels {
+                        provider: provider_name.clone(),
+                        result: match &result {
+                            Ok(_) => "valid",
+                            Err(e) => e.code.as_str(),
+                        },
+                    })
+                    .observe(took.as_secs_f64());
+                match result {
                     Ok(i) => Some(i),
                     Err(e) => {
+                        if ctx.shared.audit.is_some() {
+                            trace.refused_kid = crate::observe::unverified_kid(token);
+                        }
                         auth_failed(e.code).await;
                         return Err(refuse(Reject::Token(e)));
                     }
@@ -708,10 +917,19 @@ async fn proxy(
     };
 
     // Policy.
-    let allowed = route
+    trace.identity = identity.clone();
+    let allowed = match route
         .policy
         .authorize(identity.as_deref(), ctx.cert.as_deref())
-        .map_err(|d| refuse(Reject::Denied(d)))?;
+    {
+        Ok(a) => a,
+        Err(d) => {
+            decided("deny", d.reason.code());
+            return Err(refuse(Reject::Denied(d)));
+        }
+    };
+    trace.rule = Some(allowed.by.code());
+    decided("allow", allowed.by.code());
 
     // The identity's request rate.
     let identity_rate = route
@@ -743,7 +961,7 @@ async fn proxy(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let body = GuardedBody::new(body, max_body, limits.body_timeout);
+    let body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone());
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,
@@ -759,10 +977,12 @@ async fn proxy(
     for (name, value) in forward::identity_headers(identity.as_deref(), ctx.cert.as_deref()) {
         headers.insert(name, value);
     }
-    let from_proxy = trusted.contains(ctx.peer.ip().to_canonical()).is_some();
+    let from_proxy = trusted
+        .contains(ctx.conn.peer.ip().to_canonical())
+        .is_some();
     forward::forwarded_headers(
         headers,
-        ctx.peer.ip(),
+        ctx.conn.peer.ip(),
         ctx.scheme,
         host.as_deref(),
         from_proxy,
@@ -784,19 +1004,31 @@ async fn proxy(
         .map_err(|e| refuse(Reject::UpstreamError(format!("upstream URI: {e}"))))?;
     parts.version = Version::HTTP_11;
 
-    let client = rt
-        .upstreams
-        .get(&route.name)
-        .ok_or_else(|| refuse(Reject::UpstreamError("no client for the route".into())))?;
     tracing::debug!(request_id = %rid, route = %route.name, by = allowed.by.code(), "forwarding");
+    let started = Instant::now();
     let sent = tokio::time::timeout(
         route.response_timeout,
-        client.request(Request::from_parts(parts, body)),
+        route_rt.client.request(Request::from_parts(parts, body)),
     )
     .await;
+    let took = started.elapsed();
+    trace.upstream = Some(took);
+    let upstream_result = |class: &'static str| {
+        metrics
+            .upstream_results
+            .get_or_create(&UpstreamLabels {
+                route: route_name.clone(),
+                class,
+            })
+            .inc();
+    };
     let mut resp = match sent {
-        Err(_) => return Err(refuse(Reject::UpstreamTimeout)),
+        Err(_) => {
+            upstream_result("timeout");
+            return Err(refuse(Reject::UpstreamTimeout));
+        }
         Ok(Err(e)) => {
+            upstream_result("error");
             match BodyLimit::find(&e) {
                 Some(BodyLimit::TooLarge) => {
                     AbuseStats::bump(&stats.body_too_large);
@@ -820,6 +1052,13 @@ async fn proxy(
         }
         Ok(Ok(r)) => r,
     };
+    upstream_result(status_class(resp.status().as_u16()));
+    metrics
+        .upstream_response
+        .get_or_create(&RouteLabels {
+            route: route_name.clone(),
+        })
+        .observe(took.as_secs_f64());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);

@@ -2,7 +2,6 @@
 //! listeners, then bytes copied both ways with half-close passed on and an idle
 //! timeout. A `tcp` listener passes TLS through untouched (the upstream terminates it).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,13 +11,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use intraport_audit::{Action, Outcome, Text};
+
 use crate::config::Routes;
 use crate::gateway::{ListenerRuntime, Shared};
+use crate::observe::ConnInfo;
 
 /// Serve one accepted connection of a `tcp` or `tls` listener.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    mut conn: ConnInfo,
     rt: Arc<ListenerRuntime>,
     shared: Arc<Shared>,
 ) {
@@ -26,65 +28,122 @@ pub(crate) async fn serve_connection(
         return;
     };
     let listener = &rt.listener.name;
-    let refuse = |code: &str, detail: &str| {
-        rt.stats.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%listener, route = %route.name, %peer, code, %detail, "connection refused");
-    };
+    let peer = conn.peer;
     // The source check comes before the TLS handshake: a refused address costs nothing.
     if let Err(d) = route.policy.check_source(peer.ip()) {
-        refuse(d.reason.code(), &d.detail);
+        rt.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%listener, route = %route.name, %peer, code = d.reason.code(), detail = %d.detail, "connection refused");
+        crate::gateway::refused(&shared, &conn, "refused_source", d.reason.code()).await;
         return;
     }
+    crate::gateway::accepted(&shared, &conn).await;
     let (client, cert): (Box<dyn Io>, _) = match &rt.acceptor {
         None => (Box::new(stream), None),
         Some(acceptor) => {
-            match crate::http::handshake(acceptor, stream, peer, &rt, &shared.guard).await {
+            match crate::http::handshake(acceptor, stream, &mut conn, &rt, &shared).await {
                 Some((tls, cert)) => (Box::new(tls), cert),
                 None => return,
             }
         }
     };
+    let route_name = Text::from(route.name.as_str());
+    let event = |action: Action, outcome: Outcome, reason: Option<&str>| {
+        let mut e = conn.event(action, outcome);
+        e.route = Some(route_name.clone());
+        e.reason = reason.map(Text::from);
+        e.identity = crate::observe::identity(None, None, cert.as_deref());
+        e
+    };
     if let Err(d) = route.policy.authorize(None, cert.as_deref()) {
-        refuse(d.reason.code(), &d.detail);
+        rt.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%listener, route = %route.name, %peer, code = d.reason.code(), detail = %d.detail, "connection refused");
+        if shared.audit.is_some() {
+            shared
+                .emit(event(
+                    Action::PolicyDecision,
+                    Outcome::Failure,
+                    Some(d.reason.code()),
+                ))
+                .await;
+        }
         return;
     }
-    let upstream = match tokio::time::timeout(
+    let connect_started = Instant::now();
+    let connected = tokio::time::timeout(
         route.connect_timeout,
         TcpStream::connect(route.upstream.as_str()),
     )
-    .await
-    {
+    .await;
+    let upstream = match connected {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(%listener, route = %route.name, %peer, upstream = %route.upstream, error = %e, "upstream connect failed");
+            if shared.audit.is_some() {
+                let mut ev = event(
+                    Action::UpstreamResult,
+                    Outcome::Failure,
+                    Some("upstream_unavailable"),
+                );
+                ev.message = Some(Text::from(e.to_string()));
+                shared.emit(ev).await;
+            }
             return;
         }
         Err(_) => {
             tracing::warn!(%listener, route = %route.name, %peer, upstream = %route.upstream, "upstream connect timed out");
+            if shared.audit.is_some() {
+                shared
+                    .emit(event(
+                        Action::UpstreamResult,
+                        Outcome::Failure,
+                        Some("upstream_timeout"),
+                    ))
+                    .await;
+            }
             return;
         }
     };
+    let connect_took = connect_started.elapsed();
+    let upstream_addr = upstream.peer_addr().ok();
     let _ = upstream.set_nodelay(true);
     tracing::debug!(%listener, route = %route.name, %peer, "tcp connection forwarded");
     let clock = Arc::new(Activity::new());
     let mut a = Tracked {
         inner: client,
         clock: clock.clone(),
+        read: 0,
     };
     let mut b = Tracked {
         inner: upstream,
         clock: clock.clone(),
+        read: 0,
     };
     let idle = route.idle_timeout;
-    tokio::select! {
+    let reason = tokio::select! {
         r = tokio::io::copy_bidirectional(&mut a, &mut b) => match r {
-            Ok((up, down)) => tracing::debug!(%listener, %peer, bytes_up = up, bytes_down = down, "tcp connection closed"),
-            Err(e) => tracing::debug!(%listener, %peer, error = %e, "tcp connection ended with an error"),
+            Ok((up, down)) => {
+                tracing::debug!(%listener, %peer, bytes_up = up, bytes_down = down, "tcp connection closed");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(%listener, %peer, error = %e, "tcp connection ended with an error");
+                Some("error")
+            }
         },
         () = clock.idle_for(idle) => {
             tracing::info!(%listener, route = %route.name, %peer, idle_seconds = idle.as_secs(), "tcp connection closed: idle timeout");
+            Some("idle_timeout")
         }
-        () = shared.kill.cancelled() => {}
+        () = shared.kill.cancelled() => Some("shutdown"),
+    };
+    if shared.audit.is_some() {
+        let mut ev = event(Action::UpstreamResult, Outcome::Success, reason);
+        ev.upstream = upstream_addr;
+        ev.bytes_in = Some(a.read);
+        ev.bytes_out = Some(b.read);
+        ev.durations.upstream = Some(connect_took);
+        ev.durations.total = Some(conn.accepted.elapsed());
+        shared.emit(ev).await;
     }
 }
 
@@ -128,6 +187,8 @@ impl Activity {
 pub(crate) struct Tracked<S> {
     pub(crate) inner: S,
     pub(crate) clock: Arc<Activity>,
+    /// Bytes read from `inner` so far.
+    pub(crate) read: u64,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -138,8 +199,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let n = buf.filled().len().saturating_sub(before);
+        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
             self.clock.touch();
+            self.read += n as u64;
         }
         r
     }

@@ -67,8 +67,44 @@ impl BanPolicy {
     }
 }
 
+/// A change of the ban list, for whoever records them (the gateway's audit log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanNotice {
+    /// `source` was banned here after `failures` authentication failures, the last
+    /// for `reason`; `offence` counts its bans within the offence memory.
+    Banned {
+        /// The banned address (an IPv6 source is its /64).
+        source: IpAddr,
+        /// How long the ban lasts.
+        length: Duration,
+        /// Failures within the window that triggered it.
+        failures: u64,
+        /// The how-manieth offence (escalation).
+        offence: u64,
+        /// The last failure's reason code.
+        reason: String,
+    },
+    /// Another gateway banned `source` (learnt from the shared store).
+    BannedElsewhere {
+        /// The banned address.
+        source: IpAddr,
+        /// How long the ban has left.
+        length: Duration,
+    },
+    /// The ban of `source` ended.
+    Unbanned {
+        /// The address.
+        source: IpAddr,
+    },
+}
+
+/// Receives every [`BanNotice`]; called on the task that made the change, so it must
+/// not block.
+pub type BanObserver = Box<dyn Fn(BanNotice) + Send + Sync>;
+
 /// The gateway's abuse state. Cheap to share (`Arc`).
 pub struct Guard {
+    observer: RwLock<Option<Arc<BanObserver>>>,
     store: Arc<dyn SharedState>,
     local: InProcess,
     bans: RwLock<HashMap<IpAddr, u64>>,
@@ -92,6 +128,7 @@ impl Guard {
     /// A guard over `store` with `policy`.
     pub fn new(store: Arc<dyn SharedState>, policy: BanPolicy) -> Arc<Guard> {
         Arc::new(Guard {
+            observer: RwLock::new(None),
             store,
             local: InProcess::new(),
             bans: RwLock::new(HashMap::new()),
@@ -121,6 +158,30 @@ impl Guard {
     /// Whether the shared store answered the last time it was asked.
     pub fn store_available(&self) -> bool {
         self.store_up.load(Ordering::Relaxed)
+    }
+
+    /// Sets who is told of every ban and unban.
+    pub fn set_observer(&self, observer: BanObserver) {
+        *self
+            .observer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(observer));
+    }
+
+    fn notify(&self, notice: BanNotice) {
+        let observer = self
+            .observer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(o) = observer {
+            o(notice);
+        }
+    }
+
+    /// The number of sources banned now.
+    pub fn bans_active(&self) -> usize {
+        self.ban_count.load(Ordering::Relaxed)
     }
 
     /// Replace the ban policy (reload). Bans in force stay.
@@ -224,6 +285,13 @@ impl Guard {
             last_reason = reason,
             "source banned after repeated authentication failures"
         );
+        self.notify(BanNotice::Banned {
+            source,
+            length,
+            failures: count,
+            offence,
+            reason: reason.to_string(),
+        });
         Some(length)
     }
 
@@ -243,7 +311,12 @@ impl Guard {
         if let Some(remote) = self.store_result(r) {
             for (ip, until) in remote {
                 if self.insert_local(ip, until) {
-                    tracing::info!(event = "ban_shared", source = %ip, seconds = until.saturating_sub(now_ms()) / 1000, "ban from another gateway applied");
+                    let left = until.saturating_sub(now_ms());
+                    tracing::info!(event = "ban_shared", source = %ip, seconds = left / 1000, "ban from another gateway applied");
+                    self.notify(BanNotice::BannedElsewhere {
+                        source: ip,
+                        length: Duration::from_millis(left),
+                    });
                 }
             }
             if self.unshared.swap(false, Ordering::Relaxed) {
@@ -279,6 +352,7 @@ impl Guard {
         for ip in ended {
             AbuseStats::bump(&self.stats.unbans);
             tracing::info!(event = "unban", source = %ip, "ban ended");
+            self.notify(BanNotice::Unbanned { source: ip });
         }
         self.local.sweep();
         self.store.sweep();

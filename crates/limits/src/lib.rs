@@ -26,7 +26,7 @@ mod stats;
 mod store;
 
 pub use conn::{ConnCaps, ConnLimiter, ConnPermit, ConnRefusal};
-pub use guard::{BanPolicy, Guard};
+pub use guard::{BanNotice, BanObserver, BanPolicy, Guard};
 pub use redis_state::{RedisSettings, RedisState};
 pub use stats::{AbuseSnapshot, AbuseStats};
 pub use store::{BoxFuture, InProcess, Rate, RateDecision, SharedState, StoreError, source_key};

@@ -24,6 +24,11 @@ macro_rules! counters {
         }
 
         impl AbuseSnapshot {
+            /// Every counter with its name, in declaration order.
+            pub fn counters(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+
             /// What changed since `earlier`, as `name=delta` pairs (only non-zero ones).
             pub fn changes_since(&self, earlier: &AbuseSnapshot) -> Vec<(&'static str, u64)> {
                 let mut out = Vec::new();

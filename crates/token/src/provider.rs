@@ -144,6 +144,7 @@ struct Source {
     /// again. Scheduled loads do not count against the cool-down.
     gate: tokio::sync::Mutex<Option<Instant>>,
     fetches: std::sync::atomic::AtomicU64,
+    fetch_failures: std::sync::atomic::AtomicU64,
 }
 
 /// The public state of one source, for readiness checks, metrics and the CLI.
@@ -161,6 +162,8 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// Fetch attempts so far.
     pub fetches: u64,
+    /// Fetch attempts that failed (the last good key set kept serving).
+    pub fetch_failures: u64,
 }
 
 /// A ceiling on metadata fetches shared by several providers (the gateway's global
@@ -278,6 +281,7 @@ impl Provider {
                     }),
                     gate: tokio::sync::Mutex::new(None),
                     fetches: std::sync::atomic::AtomicU64::new(0),
+                    fetch_failures: std::sync::atomic::AtomicU64::new(0),
                 }
             })
             .collect();
@@ -346,6 +350,7 @@ impl Provider {
                         .map(|d| d.as_secs()),
                     last_error: st.last_error.clone(),
                     fetches: s.fetches.load(std::sync::atomic::Ordering::Relaxed),
+                    fetch_failures: s.fetch_failures.load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect()
@@ -610,6 +615,9 @@ impl Provider {
                 Ok(())
             }
             Err(e) => {
+                source
+                    .fetch_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 source.state.store(Arc::new(SourceState {
                     issuer: old.issuer.clone(),
                     keys: old.keys.clone(),

@@ -201,8 +201,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Whether the file is watched for changes (reloaded when it changes).
     pub watch_config: bool,
-    /// The admin listener (`/healthz`, `/readyz`).
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/status`).
     pub admin_listen: SocketAddr,
+    /// How often `/status` samples the metrics for its one-hour charts.
+    pub status_sample_interval: Duration,
+    /// The audit pipeline (`[audit]`), checked; `None` when no sink is configured.
+    /// Relative paths are already resolved against the configuration's directory.
+    pub audit: Option<intraport_audit::AuditConfig>,
     /// Identity providers.
     pub providers: Vec<ProviderSpec>,
     /// Listeners with their routes.
@@ -255,7 +260,7 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
         let key = k.get_ref().as_ref();
         let want_array = matches!(key, "provider" | "listener" | "route");
         match key {
-            "server" | "admin" | "abuse" | "provider" | "listener" | "route" => {
+            "server" | "admin" | "abuse" | "audit" | "provider" | "listener" | "route" => {
                 let is_array = matches!(v.get_ref(), DeValue::Array(_));
                 if want_array && !is_array {
                     d.at(
@@ -271,7 +276,7 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
                 Some(k.span()),
                 other,
                 format!(
-                    "unknown section `{other}`: expected server, admin, abuse, provider, listener or route"
+                    "unknown section `{other}`: expected server, admin, abuse, audit, provider, listener or route"
                 ),
             ),
         }
@@ -286,6 +291,19 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
         .and_then(|v| typed(v, "abuse", &mut d))
         .unwrap_or_default();
     let abuse = limits::abuse(raw_abuse, &mut d);
+    let audit = table(&root, "audit").and_then(|v| audit(v, base, &mut d));
+    let status_sample_interval = match admin.status_sample_interval_ms {
+        None => Duration::from_secs(10),
+        Some(ms) if (100..=60_000).contains(ms.get_ref()) => Duration::from_millis(*ms.get_ref()),
+        Some(ms) => {
+            d.at_value(
+                &ms,
+                "admin.status_sample_interval_ms",
+                format!("expected 100..=60000, found {}", ms.get_ref()),
+            );
+            Duration::from_secs(10)
+        }
+    };
     if let Some(w) = &server.worker_threads {
         if *w.get_ref() == 0 {
             d.at_value(w, "server.worker_threads", "must be at least 1");
@@ -317,10 +335,69 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
         shutdown_grace: Duration::from_secs(server.shutdown_grace_seconds.unwrap_or(30)),
         watch_config: server.watch_config.unwrap_or(true),
         admin_listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+        status_sample_interval,
+        audit,
         providers: providers.into_iter().flatten().collect(),
         listeners: built,
         abuse,
     })
+}
+
+/// `[audit]`: typed by the audit crate, relative paths resolved here, then checked
+/// whole so that a bad sink stops start-up (or a reload) with its place in the file.
+fn audit(
+    v: &Spanned<DeValue<'_>>,
+    base: &Path,
+    d: &mut Diagnostics<'_>,
+) -> Option<intraport_audit::AuditConfig> {
+    use intraport_audit::SinkConfig;
+    let mut c: intraport_audit::AuditConfig = typed(v, "audit", d)?;
+    c.spool_dir = c.spool_dir.map(|p| resolve(base, &p));
+    for s in &mut c.sinks {
+        match s {
+            SinkConfig::File(f) => f.path = resolve(base, &f.path),
+            SinkConfig::Syslog(y) => {
+                for p in [&mut y.ca, &mut y.client_cert, &mut y.client_key] {
+                    *p = p.take().map(|p| resolve(base, &p));
+                }
+            }
+            SinkConfig::Stdout(_) => {}
+        }
+    }
+    if c.sinks.is_empty() {
+        return None;
+    }
+    match c.check() {
+        Ok(_) => Some(c),
+        Err(e) => {
+            // Point at the sink the error names (`audit.sink[1].address`), else the table.
+            let message = e.to_string();
+            let (field, msg) = match &e {
+                intraport_audit::Error::Config { field, message } => {
+                    (field.clone(), message.clone())
+                }
+                _ => ("audit".to_string(), message),
+            };
+            let span = field
+                .strip_prefix("audit.sink[")
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(i, rest)| {
+                    let i: usize = i.parse().ok()?;
+                    let DeValue::Table(t) = v.get_ref() else {
+                        return None;
+                    };
+                    let DeValue::Array(sinks) = t.get("sink")?.get_ref() else {
+                        return None;
+                    };
+                    let elem = sinks.get(i)?;
+                    let key = rest.trim_start_matches('.');
+                    Some(span_of(elem, key.split('.').next().unwrap_or("")))
+                })
+                .unwrap_or_else(|| v.span());
+            d.at(Some(span), field, msg);
+            None
+        }
+    }
 }
 
 fn table<'a, 'i>(root: &'a DeTable<'i>, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
@@ -348,8 +425,8 @@ fn span_of(elem: &Spanned<DeValue<'_>>, key: &str) -> Range<usize> {
     }
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
+fn resolve(base: &Path, p: impl AsRef<Path>) -> PathBuf {
+    let p = p.as_ref();
     if p.is_absolute() {
         p.to_path_buf()
     } else {

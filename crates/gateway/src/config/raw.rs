@@ -23,6 +23,7 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
+    pub status_sample_interval_ms: Option<Spanned<u64>>,
 }
 
 /// `[[listener]]`.
