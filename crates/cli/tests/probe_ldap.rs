@@ -96,12 +96,7 @@ fn ldap_probe_stages_failures_storage_and_report() {
     };
     let ok = by("dc");
     assert_eq!(ok["ok"], true, "{ok:#}");
-    let stages: Vec<&str> = ok["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
+    let stages = common::stage_names(&ok);
     assert_eq!(
         stages,
         ["ldap_dns", "ldap_connect", "ldap_bind", "ldap_search"]
@@ -121,17 +116,7 @@ fn ldap_probe_stages_failures_storage_and_report() {
     assert_eq!(f["class"], "connect");
 
     // Stored, and reported.
-    let out = common::run(
-        &[
-            "probe",
-            "report",
-            "--db",
-            db.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        None,
-    );
+    let out = common::probe_report(&db, "json");
     assert_eq!(out.status.code(), Some(0));
     let report = common::json_of(&out);
     let probes = report["probes"].as_array().unwrap();
@@ -234,17 +219,7 @@ fn probe_service_serves_metrics_stores_runs_and_stops_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0));
     // Results went to the configuration's database, next to the file.
-    let out = common::run(
-        &[
-            "probe",
-            "report",
-            "--db",
-            dir.path().join("service.sqlite").to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        None,
-    );
+    let out = common::probe_report(&dir.path().join("service.sqlite"), "json");
     let report = common::json_of(&out);
     assert!(
         report["probes"][0]["runs"].as_u64().unwrap() >= 3,

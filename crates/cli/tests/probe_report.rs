@@ -7,15 +7,18 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use intraport_probe::Store;
 use intraport_probe::probe::RunResult;
+use intraport_probe::replication::{ReplicaResult, ReplicationResult};
 use intraport_probe::timing::{Failure, FailureClass, StageError, StageResult};
 
 /// Two days of a login probe every 10 minutes: token issuance slow at the top of
-/// every hour, a few failures; and an LDAP probe with a steady directory.
+/// every hour, a few failures; an LDAP probe with a steady directory; and a
+/// replication probe whose replica dc2 lags every two hours and dc3 sometimes
+/// never catches up.
 fn fill(db: &Path) {
     let mut store = Store::open(db).unwrap();
     let start = 1_767_225_600_000_i64; // 2026-01-01T00:00:00Z
@@ -60,6 +63,7 @@ fn fill(db: &Path) {
                         "token endpoint answered HTTP 401: invalid_client",
                     ),
                 }),
+                replication: None,
             })
             .unwrap();
         store
@@ -81,13 +85,83 @@ fn fill(db: &Path) {
                     },
                 ],
                 failure: None,
+                replication: None,
             })
+            .unwrap();
+        store
+            .insert(&replication_run(i, at + 60_000, noise))
             .unwrap();
     }
 }
 
+fn replication_run(i: i64, at: i64, noise: f64) -> RunResult {
+    let dc2 = if i % 12 == 3 {
+        4_000.0 + noise
+    } else {
+        40.0 + noise
+    };
+    let dc3_ok = i % 40 != 9;
+    let dc3 = if dc3_ok {
+        60.0 + noise
+    } else {
+        30_000.0 + noise
+    };
+    let csn = "20260101000000.000000Z#000000#001#000000".to_string();
+    let replica = |name: &str, ok: bool, lag: f64| ReplicaResult {
+        replica: name.into(),
+        caught_up: ok,
+        lag_ms: lag,
+        context_csn: vec![csn.clone()],
+        csn_in_sync: Some(ok),
+        csn_behind_ms: Some(if ok { 0.0 } else { lag }),
+        error: (!ok).then(|| {
+            StageError::new(
+                FailureClass::ReplicationTimeout,
+                format!("{name} did not show the marker within 30s"),
+            )
+        }),
+    };
+    let stage = |stage: &str, duration_ms: f64, ok: bool| StageResult {
+        stage: stage.into(),
+        duration_ms,
+        ok,
+    };
+    RunResult {
+        probe: "dc-replication".into(),
+        started_ms: at,
+        duration_ms: 3.0 + dc2.max(dc3),
+        ok: dc3_ok,
+        stages: vec![
+            stage("replication_connect", 0.5, true),
+            stage("replication_bind", 1.0, true),
+            stage("replication_write", 2.0 + noise, true),
+            stage("replication:dc2", dc2, true),
+            stage("replication:dc3", dc3, dc3_ok),
+        ],
+        failure: (!dc3_ok).then(|| Failure {
+            stage: "replication:dc3".into(),
+            error: StageError::new(
+                FailureClass::ReplicationTimeout,
+                "dc3 did not show the marker",
+            ),
+        }),
+        replication: Some(ReplicationResult {
+            marker: format!("intraport-probe dc-replication {i}"),
+            provider_context_csn: vec![csn.clone()],
+            replicas: vec![replica("dc2", true, dc2), replica("dc3", dc3_ok, dc3)],
+        }),
+    }
+}
+
 fn chromium(dir: &Path, args: &[String]) -> std::process::Output {
-    let profile = dir.join(format!("chromium-profile-{}", uuid::Uuid::new_v4()));
+    let id = uuid::Uuid::new_v4();
+    let profile = dir.join(format!("chromium-profile-{id}"));
+    // Output goes to files: a page larger than a pipe's buffer would block
+    // Chromium until it is killed.
+    let (out_path, err_path) = (
+        dir.join(format!("chromium-{id}.out")),
+        dir.join(format!("chromium-{id}.err")),
+    );
     let mut child = Command::new("chromium")
         .args([
             "--headless",
@@ -100,21 +174,26 @@ fn chromium(dir: &Path, args: &[String]) -> std::process::Output {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .expect("chromium (Debian package chromium) must be installed");
-    // Chromium can hang on exit in containers: read with a deadline, then kill.
+    // Chromium can hang on exit in containers: wait with a deadline, then kill.
     let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if Instant::now() > until {
             let _ = child.kill();
-            return child.wait_with_output().unwrap();
+            break child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(100));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
     }
 }
 
@@ -183,6 +262,21 @@ fn html_report_in_headless_chromium_shows_the_json_numbers() {
             .contains("conditional access")
     );
 
+    // The replica that lags every two hours is found, pointing at replication.
+    let repl = &report["probes"][1];
+    assert_eq!(repl["probe"], "dc-replication");
+    let spike = &repl["spikes"][0];
+    assert_eq!(spike["stage"], "replication:dc2", "{repl:#}");
+    assert_eq!(spike["period_seconds"], 7200);
+    assert!(
+        spike["dependency"]
+            .as_str()
+            .unwrap()
+            .starts_with("replication between the directory servers")
+    );
+    assert_eq!(repl["replication"][1]["caught_up"], 281, "{repl:#}");
+    assert_eq!(repl["failure_classes"]["replication_timeout"], 7);
+
     let url = format!("file://{}", html.display());
     let dom = chromium(dir.path(), &["--dump-dom".into(), url.clone()]);
     let dom_text = String::from_utf8_lossy(&dom.stdout);
@@ -220,6 +314,28 @@ fn html_report_in_headless_chromium_shows_the_json_numbers() {
         }
         for (class, n) in p["failure_classes"].as_object().unwrap() {
             expected.insert(format!("{name}/failure_class/{class}"), n.as_f64().unwrap());
+        }
+        for r in p["replication"].as_array().into_iter().flatten() {
+            let replica = r["replica"].as_str().unwrap();
+            for k in [
+                "runs",
+                "caught_up",
+                "catch_up_rate",
+                "worst_lag_ms",
+                "csn_compared",
+                "csn_out_of_sync",
+            ] {
+                expected.insert(
+                    format!("{name}/replica/{replica}/{k}"),
+                    r[k].as_f64().unwrap(),
+                );
+            }
+            for k in ["p50", "p99", "max"] {
+                expected.insert(
+                    format!("{name}/replica/{replica}/lag/{k}"),
+                    r["lag"][k].as_f64().unwrap(),
+                );
+            }
         }
         for s in p["spikes"].as_array().unwrap() {
             expected.insert(

@@ -60,6 +60,7 @@ struct RawProbe {
     validate: Option<ProviderSettings>,
     gateway: Option<RawGateway>,
     ldap: Option<RawLdap>,
+    replication: Option<RawReplication>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +104,31 @@ struct RawLdap {
     ca_file: Option<PathBuf>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    provider: String,
+    bind_dn: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    marker_dn: String,
+    attribute: Option<String>,
+    object_classes: Option<Vec<String>>,
+    suffix: Option<String>,
+    deadline: Option<String>,
+    poll_interval: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    replica: Vec<RawReplica>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplica {
+    name: String,
+    url: String,
+}
+
 /// A checked configuration: what the runner uses.
 #[derive(Clone, Debug)]
 pub struct ProbeSet {
@@ -137,6 +163,8 @@ pub struct ProbeSpec {
     pub gateway: Option<GatewaySpec>,
     /// LDAP bind and search, when configured.
     pub ldap: Option<LdapSpec>,
+    /// Replication delay between directory servers, when configured.
+    pub replication: Option<ReplicationSpec>,
 }
 
 /// Grant of a token probe.
@@ -209,6 +237,46 @@ pub struct LdapSpec {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The replication-delay probe: a marker written on one directory server, polled
+/// for on each replica.
+#[derive(Clone, Debug)]
+pub struct ReplicationSpec {
+    /// The server the marker is written to (`ldap://` or `ldaps://`).
+    pub provider: url::Url,
+    /// Bind DN, on the provider and the replicas (anonymous when absent).
+    pub bind_dn: Option<String>,
+    /// Bind password.
+    pub password: String,
+    /// The dedicated entry that carries the marker (created when missing).
+    pub marker_dn: String,
+    /// The attribute the marker is written to (default `description`).
+    pub attribute: String,
+    /// Object classes of the marker entry when it is created (default
+    /// `organizationalRole`, whose naming attribute `cn` and optional `description`
+    /// exist in every LDAP core schema).
+    pub object_classes: Vec<String>,
+    /// The naming context whose `contextCSN` (OpenLDAP) is read on the provider and
+    /// each replica and compared; not read when absent.
+    pub suffix: Option<String>,
+    /// How long after the write a replica may take to show the marker.
+    pub deadline: Duration,
+    /// Time between two reads of the marker on a replica.
+    pub poll_interval: Duration,
+    /// Extra CA certificates (PEM file) for `ldaps`.
+    pub ca_file: Option<PathBuf>,
+    /// The replicas, in file order.
+    pub replicas: Vec<ReplicaSpec>,
+}
+
+/// One replica of a replication probe.
+#[derive(Clone, Debug)]
+pub struct ReplicaSpec {
+    /// Name (letters, digits, `-`, `_`, `.`), used in the stage `replication:NAME`.
+    pub name: String,
+    /// `ldap://` or `ldaps://` URL.
+    pub url: url::Url,
+}
+
 struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
@@ -250,6 +318,27 @@ fn secret(
             .map(Some)
             .map_err(|_| format!("environment variable `{var}` (from `{what}_env`) is not set")),
         (None, None) => Ok(None),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn ldap_url(cx: &mut Ctx<'_>, at: usize, field: String, text: &str) -> Option<url::Url> {
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "ldap" | "ldaps") && u.host_str().is_some() => Some(u),
+        _ => {
+            cx.err(
+                at,
+                field,
+                format!("`{text}` is not an ldap:// or ldaps:// URL with a host"),
+            );
+            None
+        }
     }
 }
 
@@ -364,11 +453,7 @@ fn check_probe(cx: &mut Ctx<'_>, at: usize, base: &Path, p: RawProbe) -> Option<
     let before = cx.errors.len();
     let name = p.name.clone();
     let f = |field: &str| format!("probe[{name}].{field}");
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !valid_name(&name) {
         cx.err(at, f("name"), "use letters, digits, `-`, `_` and `.` only");
     }
     let dur = |cx: &mut Ctx<'_>, field: &str, v: Option<String>, default: u64| match v {
@@ -383,7 +468,8 @@ fn check_probe(cx: &mut Ctx<'_>, at: usize, base: &Path, p: RawProbe) -> Option<
     };
     let interval = dur(cx, "interval", p.interval, 60);
     let jitter = dur(cx, "jitter", p.jitter, 0);
-    let timeout = dur(cx, "timeout", p.timeout, 10);
+    let timeout_given = p.timeout.is_some();
+    let mut timeout = dur(cx, "timeout", p.timeout, 10);
     if interval.is_zero() && cx.errors.len() == before {
         cx.err(at, f("interval"), "must be more than zero");
     }
@@ -429,17 +515,7 @@ fn check_probe(cx: &mut Ctx<'_>, at: usize, base: &Path, p: RawProbe) -> Option<
         cx.err(at, f("validate"), e.to_string());
     }
     let ldap = p.ldap.and_then(|l| {
-        let url = match url::Url::parse(&l.url) {
-            Ok(u) if matches!(u.scheme(), "ldap" | "ldaps") && u.host_str().is_some() => u,
-            _ => {
-                cx.err(
-                    at,
-                    f("ldap.url"),
-                    format!("`{}` is not an ldap:// or ldaps:// URL with a host", l.url),
-                );
-                return None;
-            }
-        };
+        let url = ldap_url(cx, at, f("ldap.url"), &l.url)?;
         let password = match secret(l.password, l.password_env, "password") {
             Ok(p) => p.unwrap_or_default(),
             Err(m) => {
@@ -458,11 +534,29 @@ fn check_probe(cx: &mut Ctx<'_>, at: usize, base: &Path, p: RawProbe) -> Option<
             ca_file: resolve(base, l.ca_file),
         })
     });
-    if token.is_none() && ldap.is_none() && cx.errors.len() == before {
+    let replication = p
+        .replication
+        .and_then(|r| check_replication(cx, at, base, &name, r));
+    if let Some(r) = &replication {
+        if !timeout_given {
+            // The run must outlast the wait for the replicas.
+            timeout = r.deadline + Duration::from_secs(10);
+        } else if r.deadline >= timeout {
+            cx.err(
+                at,
+                f("replication.deadline"),
+                format!(
+                    "must be less than the probe's `timeout` ({}), which bounds the whole run",
+                    humantime::format_duration(timeout)
+                ),
+            );
+        }
+    }
+    if token.is_none() && ldap.is_none() && replication.is_none() && cx.errors.len() == before {
         cx.err(
             at,
             format!("probe[{name}]"),
-            "a probe needs a `[probe.token]` and/or a `[probe.ldap]` table",
+            "a probe needs a `[probe.token]`, `[probe.ldap]` or `[probe.replication]` table",
         );
     }
     (cx.errors.len() == before).then(|| ProbeSpec {
@@ -475,6 +569,116 @@ fn check_probe(cx: &mut Ctx<'_>, at: usize, base: &Path, p: RawProbe) -> Option<
         base_dir: base.to_path_buf(),
         gateway,
         ldap,
+        replication,
+    })
+}
+
+fn check_replication(
+    cx: &mut Ctx<'_>,
+    at: usize,
+    base: &Path,
+    name: &str,
+    r: RawReplication,
+) -> Option<ReplicationSpec> {
+    let before = cx.errors.len();
+    let f = |field: &str| format!("probe[{name}].replication.{field}");
+    let provider = ldap_url(cx, at, f("provider"), &r.provider);
+    let password = match secret(r.password, r.password_env, "password") {
+        Ok(p) => p.unwrap_or_default(),
+        Err(m) => {
+            cx.err(at, f("password"), m);
+            String::new()
+        }
+    };
+    // The entry is created with its naming attribute, so its first RDN must be
+    // one `attribute=value`.
+    let rdn_ok = r
+        .marker_dn
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.split_once('='))
+        .is_some_and(|(a, v)| !a.trim().is_empty() && !v.trim().is_empty() && !v.contains('+'));
+    if !rdn_ok {
+        cx.err(
+            at,
+            f("marker_dn"),
+            format!(
+                "`{}` is not a DN whose first RDN is one attribute=value",
+                r.marker_dn
+            ),
+        );
+    }
+    let dur = |cx: &mut Ctx<'_>, field: &str, v: Option<String>, default: Duration| match v {
+        Some(s) => match duration(&s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                cx.err(at, f(field), "must be more than zero");
+                default
+            }
+            Err(m) => {
+                cx.err(at, f(field), m);
+                default
+            }
+        },
+        None => default,
+    };
+    let deadline = dur(cx, "deadline", r.deadline, Duration::from_secs(30));
+    let poll_interval = dur(
+        cx,
+        "poll_interval",
+        r.poll_interval,
+        Duration::from_millis(100),
+    );
+    if poll_interval >= deadline {
+        cx.err(at, f("poll_interval"), "must be less than `deadline`");
+    }
+    if r.replica.is_empty() {
+        cx.err(
+            at,
+            f("replica"),
+            "no `[[probe.replication.replica]]`: name at least one replica to poll",
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut replicas = Vec::new();
+    for rep in r.replica {
+        let rf = format!("replica[{}]", rep.name);
+        if !valid_name(&rep.name) {
+            cx.err(
+                at,
+                f(&format!("{rf}.name")),
+                "use letters, digits, `-`, `_` and `.` only",
+            );
+        } else if !names.insert(rep.name.clone()) {
+            cx.err(at, f(&format!("{rf}.name")), "duplicate replica name");
+        }
+        if let Some(url) = ldap_url(cx, at, f(&format!("{rf}.url")), &rep.url) {
+            replicas.push(ReplicaSpec {
+                name: rep.name,
+                url,
+            });
+        }
+    }
+    let attribute = r.attribute.unwrap_or_else(|| "description".into());
+    let object_classes = r
+        .object_classes
+        .unwrap_or_else(|| vec!["organizationalRole".into()]);
+    if object_classes.is_empty() {
+        cx.err(at, f("object_classes"), "name at least one object class");
+    }
+    let provider = provider?;
+    (cx.errors.len() == before).then(|| ReplicationSpec {
+        provider,
+        bind_dn: r.bind_dn,
+        password,
+        marker_dn: r.marker_dn,
+        attribute,
+        object_classes,
+        suffix: r.suffix,
+        deadline,
+        poll_interval,
+        ca_file: resolve(base, r.ca_file),
+        replicas,
     })
 }
 
@@ -610,5 +814,50 @@ mod tests {
             "[[probe]]\nname = \"a\"\n[probe.ldap]\nurl = \"ldap://h\"\nbase = \"b\"\n[[probe]]\nname = \"a\"\n[probe.ldap]\nurl = \"ldap://h\"\nbase = \"b\"\n",
         );
         assert!(e[0].contains("p.toml:6: probe[a].name: duplicate"), "{e:?}");
+    }
+
+    const REPL: &str = "[[probe]]\nname = \"r\"\n[probe.replication]\nprovider = \"ldap://p\"\nmarker_dn = \"cn=m,dc=x\"\n";
+
+    #[test]
+    fn replication_defaults_and_checks() {
+        let text =
+            format!("{REPL}[[probe.replication.replica]]\nname = \"c\"\nurl = \"ldap://c:3890\"\n");
+        let set = parse(&text, Path::new("p.toml"), Path::new(".")).unwrap();
+        let p = &set.probes[0];
+        let r = p.replication.as_ref().unwrap();
+        assert_eq!(r.deadline, Duration::from_secs(30));
+        assert_eq!(p.timeout, Duration::from_secs(40), "deadline + 10 s");
+        assert_eq!(r.poll_interval, Duration::from_millis(100));
+        assert_eq!(r.attribute, "description");
+        assert_eq!(r.object_classes, ["organizationalRole"]);
+        assert_eq!(r.replicas[0].url.port(), Some(3890));
+
+        let e = errs(REPL);
+        assert!(
+            e[0].contains("probe[r].replication.replica: no `[[probe.replication.replica]]`"),
+            "{e:?}"
+        );
+        let e = errs(&format!(
+            "{}timeout = \"5s\"\n[probe.replication]\nprovider = \"ldap://p\"\nmarker_dn = \"m\"\ndeadline = \"5s\"\n[[probe.replication.replica]]\nname = \"c\"\nurl = \"http://c\"\n[[probe.replication.replica]]\nname = \"c\"\nurl = \"ldap://c\"\n",
+            "[[probe]]\nname = \"r\"\n"
+        ));
+        let all = e.join("\n");
+        for want in [
+            "probe[r].replication.marker_dn: `m` is not a DN",
+            "probe[r].replication.replica[c].url: `http://c` is not an ldap://",
+            "probe[r].replication.replica[c].name: duplicate replica name",
+        ] {
+            assert!(all.contains(want), "{want}\n{all}");
+        }
+        let e = errs(&format!(
+            "{}deadline = \"5s\"\n[[probe.replication.replica]]\nname = \"c\"\nurl = \"ldap://c\"\n",
+            REPL.replacen("name = \"r\"\n", "name = \"r\"\ntimeout = \"5s\"\n", 1)
+        ));
+        assert!(
+            e[0].contains(
+                "probe[r].replication.deadline: must be less than the probe's `timeout` (5s)"
+            ),
+            "{e:?}"
+        );
     }
 }

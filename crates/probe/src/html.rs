@@ -1,6 +1,7 @@
 //! The self-contained HTML report: no scripts, no external assets, plots as inline
 //! SVG (latency over time per stage, a time-of-day heatmap, the failure timeline)
-//! and the numbers of the JSON report in tables whose cells carry a `data-key`, so
+//! and the numbers of the JSON report (with, for replication probes, a table per
+//! replica) in tables whose cells carry a `data-key`, so
 //! a test can read them back from the rendered page.
 
 use std::fmt::Write;
@@ -115,7 +116,9 @@ fn probe_section(h: &mut String, p: &ProbeReport, report: &Report) {
         );
     }
     row("whole run", "duration", &p.duration, None, None);
-    h.push_str("</table>\n<h3>Latency over time</h3>\n");
+    h.push_str("</table>\n");
+    replication_table(h, p);
+    h.push_str("<h3>Latency over time</h3>\n");
     latency_plot(h, &p.stages, report);
     h.push_str("<h3>Median latency by hour of day (UTC)</h3>\n");
     heatmap(h, &p.stages);
@@ -133,6 +136,35 @@ fn probe_section(h: &mut String, p: &ProbeReport, report: &Report) {
         h.push_str("</table>\n");
     }
     h.push_str("</section>\n");
+}
+
+fn replication_table(h: &mut String, p: &ProbeReport) {
+    if p.replication.is_empty() {
+        return;
+    }
+    let name = esc(&p.probe);
+    h.push_str(
+        "<h3>Replication (lag in ms, from the write on the provider to the marker read on the replica)</h3>\n<table><tr><th>replica</th><th>runs</th><th>caught up</th><th>catch-up rate</th><th>lag p50</th><th>lag p99</th><th>lag max</th><th>worst lag (incl. not caught up)</th><th>contextCSN compared</th><th>contextCSN behind</th></tr>\n",
+    );
+    for r in &p.replication {
+        let key = format!("{name}/replica/{}", esc(&r.replica));
+        let _ = write!(h, "<tr><td>{}</td>", esc(&r.replica));
+        for (k, v) in [
+            ("runs", r.runs as f64),
+            ("caught_up", r.caught_up as f64),
+            ("catch_up_rate", r.catch_up_rate),
+            ("lag/p50", r.lag.p50),
+            ("lag/p99", r.lag.p99),
+            ("lag/max", r.lag.max),
+            ("worst_lag_ms", r.worst_lag_ms),
+            ("csn_compared", r.csn_compared as f64),
+            ("csn_out_of_sync", r.csn_out_of_sync as f64),
+        ] {
+            let _ = write!(h, r#"<td data-key="{key}/{k}">{v}</td>"#);
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
 }
 
 const W: f64 = 900.0;

@@ -1,5 +1,8 @@
 //! Live Prometheus metrics of the probes, in the blackbox_exporter spirit: per probe
-//! and stage duration histograms, success and failure counters, the last result.
+//! and stage duration histograms, success and failure counters, the last result,
+//! and per replica the last replication lag, whether it caught up and whether its
+//! `contextCSN` is in sync. (A replica's lag is also its stage `replication:NAME`,
+//! so it has a duration histogram like every stage.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +35,12 @@ struct RunLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    probe: String,
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     probe: String,
     stage: String,
@@ -55,6 +64,9 @@ pub struct Metrics {
     last_success: Family<ProbeLabels, Gauge>,
     last_run: Family<ProbeLabels, Gauge<f64, AtomicU64>>,
     last_duration: Family<ProbeLabels, Gauge<f64, AtomicU64>>,
+    replication_lag: Family<ReplicaLabels, Gauge<f64, AtomicU64>>,
+    replication_caught_up: Family<ReplicaLabels, Gauge>,
+    replication_csn_in_sync: Family<ReplicaLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,6 +92,9 @@ impl Metrics {
         let last_success = Family::<ProbeLabels, Gauge>::default();
         let last_run = Family::<ProbeLabels, Gauge<f64, AtomicU64>>::default();
         let last_duration = Family::<ProbeLabels, Gauge<f64, AtomicU64>>::default();
+        let replication_lag = Family::<ReplicaLabels, Gauge<f64, AtomicU64>>::default();
+        let replication_caught_up = Family::<ReplicaLabels, Gauge>::default();
+        let replication_csn_in_sync = Family::<ReplicaLabels, Gauge>::default();
         registry.register(
             "stage_duration_seconds",
             "Duration of one stage of a probe run",
@@ -111,6 +126,21 @@ impl Metrics {
             "Duration of the probe's last run",
             last_duration.clone(),
         );
+        registry.register(
+            "replication_lag_seconds",
+            "Replication lag of the last run: write on the provider to the marker read on the replica (the lag so far when it did not catch up)",
+            replication_lag.clone(),
+        );
+        registry.register(
+            "replication_caught_up",
+            "1 when the replica showed the last run's marker before the deadline, else 0",
+            replication_caught_up.clone(),
+        );
+        registry.register(
+            "replication_context_csn_in_sync",
+            "1 when the replica's contextCSN had caught up with the provider's in the last run, else 0 (absent when unknown)",
+            replication_csn_in_sync.clone(),
+        );
         Self {
             registry,
             stage_duration,
@@ -120,6 +150,9 @@ impl Metrics {
             last_success,
             last_run,
             last_duration,
+            replication_lag,
+            replication_caught_up,
+            replication_csn_in_sync,
         }
     }
 
@@ -161,6 +194,28 @@ impl Metrics {
         self.last_duration
             .get_or_create(&probe)
             .set(r.duration_ms / 1000.0);
+        for x in r.replication.iter().flat_map(|rep| &rep.replicas) {
+            let labels = ReplicaLabels {
+                probe: r.probe.clone(),
+                replica: x.replica.clone(),
+            };
+            self.replication_lag
+                .get_or_create(&labels)
+                .set(x.lag_ms / 1000.0);
+            self.replication_caught_up
+                .get_or_create(&labels)
+                .set(i64::from(x.caught_up));
+            match x.csn_in_sync {
+                Some(v) => {
+                    self.replication_csn_in_sync
+                        .get_or_create(&labels)
+                        .set(i64::from(v));
+                }
+                None => {
+                    self.replication_csn_in_sync.remove(&labels);
+                }
+            }
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -212,5 +267,82 @@ impl MetricsServer {
     /// Stop serving.
     pub fn stop(self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::replication::{ReplicaResult, ReplicationResult};
+    use crate::timing::StageResult;
+
+    fn replica(name: &str, caught_up: bool, lag_ms: f64, in_sync: Option<bool>) -> ReplicaResult {
+        ReplicaResult {
+            replica: name.into(),
+            caught_up,
+            lag_ms,
+            context_csn: vec![],
+            csn_in_sync: in_sync,
+            csn_behind_ms: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn replication_gauges_follow_the_last_run() {
+        let m = Metrics::new();
+        let mut r = RunResult {
+            probe: "repl".into(),
+            started_ms: 1_000,
+            duration_ms: 30.0,
+            ok: true,
+            stages: vec![StageResult {
+                stage: "replication:dc2".into(),
+                duration_ms: 25.0,
+                ok: true,
+            }],
+            failure: None,
+            replication: Some(ReplicationResult {
+                marker: "m".into(),
+                provider_context_csn: vec![],
+                replicas: vec![replica("dc2", true, 25.0, Some(true))],
+            }),
+        };
+        m.observe(&r);
+        let text = m.encode();
+        for line in [
+            r#"intraport_probe_replication_lag_seconds{probe="repl",replica="dc2"} 0.025"#,
+            r#"intraport_probe_replication_caught_up{probe="repl",replica="dc2"} 1"#,
+            r#"intraport_probe_replication_context_csn_in_sync{probe="repl",replica="dc2"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+        assert!(
+            text.contains(r#"intraport_probe_stage_duration_seconds_count{probe="repl",stage="replication:dc2"} 1"#),
+            "{text}"
+        );
+        // Not caught up, contextCSN unknown: the in-sync gauge goes away.
+        r.replication = Some(ReplicationResult {
+            marker: "m2".into(),
+            provider_context_csn: vec![],
+            replicas: vec![replica("dc2", false, 5_000.0, None)],
+        });
+        m.observe(&r);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"intraport_probe_replication_lag_seconds{probe="repl",replica="dc2"} 5.0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"intraport_probe_replication_caught_up{probe="repl",replica="dc2"} 0"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"intraport_probe_replication_context_csn_in_sync{probe="repl""#),
+            "{text}"
+        );
     }
 }

@@ -1,16 +1,18 @@
-//! One run of one probe: token acquisition (then validation and a gateway call) and
-//! an LDAP bind + search, each timed by stage.
+//! One run of one probe: token acquisition (then validation and a gateway call), an
+//! LDAP bind + search, and a replication-delay measurement, each timed by stage.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use intraport_token::Provider;
 use intraport_token::client::{AcquireError, TokenResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{GrantSpec, LdapSpec, ProbeSpec, TokenSpec};
+use crate::config::{GrantSpec, ProbeSpec, ReplicationSpec, TokenSpec};
+use crate::ldap;
+use crate::replication::{self, ReplicationResult};
 use crate::timing::{
-    Failure, FailureClass, HttpRequest, Recorder, StageError, StageResult, connect, http_exchange,
+    Failure, FailureClass, HttpRequest, Recorder, StageError, StageResult, http_exchange,
     tls_config,
 };
 
@@ -30,6 +32,10 @@ pub struct RunResult {
     /// What failed, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// What the replication probe saw (the marker, each replica's lag and
+    /// `contextCSN`), when the probe has one and the marker was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationResult>,
 }
 
 /// A probe ready to run: TLS configurations built and the validating provider
@@ -40,6 +46,8 @@ pub struct PreparedProbe {
     token_tls: Option<Arc<rustls::ClientConfig>>,
     gateway_tls: Option<Arc<rustls::ClientConfig>>,
     ldap_tls: Option<Arc<rustls::ClientConfig>>,
+    replication: Option<Arc<ReplicationSpec>>,
+    replication_tls: Option<Arc<rustls::ClientConfig>>,
     provider: Option<Arc<Provider>>,
 }
 
@@ -71,12 +79,23 @@ impl PreparedProbe {
             Some(g) => Some(tls_config(g.ca_file.as_deref()).map_err(err)?),
             None => None,
         };
-        let ldap_tls = match &spec.ldap {
-            Some(l) if l.url.scheme() == "ldaps" => {
-                let mut c = (*tls_config(l.ca_file.as_deref()).map_err(err)?).clone();
-                c.alpn_protocols.clear();
-                Some(Arc::new(c))
+        let ldap_tls = |ca_file: Option<&std::path::Path>| {
+            let mut c = (*tls_config(ca_file).map_err(err)?).clone();
+            c.alpn_protocols.clear();
+            Ok::<_, PrepareError>(Arc::new(c))
+        };
+        let replication_tls = match &spec.replication {
+            Some(r)
+                if r.provider.scheme() == "ldaps"
+                    || r.replicas.iter().any(|x| x.url.scheme() == "ldaps") =>
+            {
+                Some(ldap_tls(r.ca_file.as_deref())?)
             }
+            _ => None,
+        };
+        let replication = spec.replication.clone().map(Arc::new);
+        let ldap_tls = match &spec.ldap {
+            Some(l) if l.url.scheme() == "ldaps" => Some(ldap_tls(l.ca_file.as_deref())?),
             _ => None,
         };
         let provider = match &spec.validate {
@@ -95,6 +114,8 @@ impl PreparedProbe {
             token_tls,
             gateway_tls,
             ldap_tls,
+            replication,
+            replication_tls,
             provider,
         })
     }
@@ -103,7 +124,10 @@ impl PreparedProbe {
     pub async fn run(&self, started_ms: i64) -> RunResult {
         let start = Instant::now();
         let mut rec = Recorder::new(self.spec.timeout);
-        let result = self.run_stages(&mut rec).await;
+        let mut replication = None;
+        let result = self
+            .run_stages(&mut rec, started_ms, &mut replication)
+            .await;
         RunResult {
             probe: self.spec.name.clone(),
             started_ms,
@@ -111,10 +135,16 @@ impl PreparedProbe {
             ok: result.is_ok(),
             stages: rec.stages,
             failure: result.err(),
+            replication,
         }
     }
 
-    async fn run_stages(&self, rec: &mut Recorder) -> Result<(), Failure> {
+    async fn run_stages(
+        &self,
+        rec: &mut Recorder,
+        started_ms: i64,
+        replication: &mut Option<ReplicationResult>,
+    ) -> Result<(), Failure> {
         if let (Some(t), Some(tls)) = (&self.spec.token, &self.token_tls) {
             let token = acquire(rec, tls, t).await?;
             if let Some(provider) = &self.provider {
@@ -166,7 +196,18 @@ impl PreparedProbe {
             }
         }
         if let Some(l) = &self.spec.ldap {
-            ldap(rec, l, self.ldap_tls.clone()).await?;
+            ldap::probe(rec, l, self.ldap_tls.clone()).await?;
+        }
+        if let Some(r) = &self.replication {
+            replication::run(
+                rec,
+                &self.spec.name,
+                started_ms,
+                r,
+                self.replication_tls.clone(),
+                replication,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -276,103 +317,4 @@ async fn acquire(
             ),
         ))),
     }
-}
-
-async fn ldap(
-    rec: &mut Recorder,
-    l: &LdapSpec,
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<(), Failure> {
-    let host = l.url.host_str().unwrap_or_default().to_string();
-    let secure = l.url.scheme() == "ldaps";
-    let port = l.url.port().unwrap_or(if secure { 636 } else { 389 });
-    let tcp = connect(rec, "ldap", &host, port).await?;
-    let std = tcp.into_std().map_err(|e| Failure {
-        stage: "ldap_connect".into(),
-        error: StageError::new(FailureClass::Connect, e.to_string()),
-    })?;
-    let mut settings = ldap3::LdapConnSettings::new()
-        .set_std_stream(ldap3::StdStream::Tcp(std))
-        .set_conn_timeout(Duration::from_secs(30));
-    if let Some(c) = tls {
-        settings = settings.set_config(c);
-    }
-    let url = l.url.as_str().to_string();
-    let open = async {
-        ldap3::LdapConnAsync::with_settings(settings, &url)
-            .await
-            .map_err(|e| {
-                StageError::new(
-                    if secure {
-                        FailureClass::Tls
-                    } else {
-                        FailureClass::Ldap
-                    },
-                    e.to_string(),
-                )
-            })
-    };
-    // With ldaps the handshake happens while opening; with ldap nothing is sent yet.
-    let (conn, mut handle) = if secure {
-        rec.stage("ldap_tls", open).await?
-    } else {
-        open.await.map_err(|error| Failure {
-            stage: "ldap_connect".into(),
-            error,
-        })?
-    };
-    let driver = tokio::spawn(async move {
-        let _ = conn.drive().await;
-    });
-    let result = ldap_ops(rec, l, &mut handle).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), handle.unbind()).await;
-    driver.abort();
-    result
-}
-
-async fn ldap_ops(rec: &mut Recorder, l: &LdapSpec, h: &mut ldap3::Ldap) -> Result<(), Failure> {
-    let proto = |e: ldap3::LdapError| StageError::new(FailureClass::Ldap, e.to_string());
-    rec.stage("ldap_bind", async {
-        let res = h
-            .simple_bind(l.bind_dn.as_deref().unwrap_or(""), &l.password)
-            .await
-            .map_err(proto)?;
-        if res.rc != 0 {
-            return Err(StageError::coded(
-                FailureClass::LdapBind,
-                res.rc.to_string(),
-                format!("bind refused: result code {} {}", res.rc, res.text),
-            ));
-        }
-        Ok(())
-    })
-    .await?;
-    rec.stage("ldap_search", async {
-        let attrs: Vec<&str> = l.attributes.iter().map(String::as_str).collect();
-        let res = h
-            .search(&l.base, ldap3::Scope::Subtree, &l.filter, attrs)
-            .await
-            .map_err(proto)?;
-        if res.1.rc != 0 {
-            return Err(StageError::coded(
-                FailureClass::LdapSearch,
-                res.1.rc.to_string(),
-                format!("search failed: result code {} {}", res.1.rc, res.1.text),
-            ));
-        }
-        if res.0.len() < l.min_entries {
-            return Err(StageError::new(
-                FailureClass::TooFewEntries,
-                format!(
-                    "{} entries under {} for {}, at least {} expected",
-                    res.0.len(),
-                    l.base,
-                    l.filter,
-                    l.min_entries
-                ),
-            ));
-        }
-        Ok(())
-    })
-    .await
 }

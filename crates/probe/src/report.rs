@@ -1,5 +1,8 @@
 //! The analysis behind `probe report`: per probe and stage percentiles and success
-//! rates, the failure timeline, and periodic spike detection.
+//! rates, the failure timeline, periodic spike detection, and per replica of a
+//! replication probe how often it caught up, its lag and its `contextCSN` state.
+//! (A replica's lag is its stage `replication:NAME`, so its percentiles and
+//! periodic spikes come with the stages.)
 //!
 //! Spike detection, per probe and stage: a sample is a spike when it is at least
 //! twice the stage's median, at least six robust standard deviations (1.4826 × MAD)
@@ -51,6 +54,30 @@ pub struct ProbeReport {
     pub failures: Vec<FailureEvent>,
     /// Periodic spikes found.
     pub spikes: Vec<SpikeFinding>,
+    /// Per replica, for replication probes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replication: Vec<ReplicaReport>,
+}
+
+/// One replica of a replication probe, over the stored runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplicaReport {
+    /// The replica.
+    pub replica: String,
+    /// Runs that wrote a marker for it.
+    pub runs: u64,
+    /// Runs in which it showed the marker before the deadline.
+    pub caught_up: u64,
+    /// caught_up / runs.
+    pub catch_up_rate: f64,
+    /// Lag of the runs that caught up, ms.
+    pub lag: Stats,
+    /// The longest lag seen, counting the lag so far of runs that did not catch up.
+    pub worst_lag_ms: f64,
+    /// Runs whose `contextCSN` could be compared with the provider's.
+    pub csn_compared: u64,
+    /// Of those, runs in which the replica's `contextCSN` was behind.
+    pub csn_out_of_sync: u64,
 }
 
 /// Percentiles of successful samples, in milliseconds (rounded to µs).
@@ -175,6 +202,12 @@ fn stats(values: &[f64]) -> Stats {
 /// The dependency a slow stage points to.
 pub fn dependency(stage: &str) -> &'static str {
     match stage {
+        s if crate::replication::replica_of(s).is_some() => {
+            "replication between the directory servers (the replica's load, the link between them, the replication schedule: AD change notification or inter-site intervals, OpenLDAP syncrepl)"
+        }
+        "replication_write" => {
+            "the provider's write path (its database and change log, the replication provider: syncprov, the AD NTDS database)"
+        }
         s if s.ends_with("_dns") => {
             "the DNS resolvers (domain controllers' DNS or forwarders: zone transfers, scavenging, forwarder timeouts)"
         }
@@ -189,7 +222,7 @@ pub fn dependency(stage: &str) -> &'static str {
         }
         "token_validate" => "signing-key metadata (OpenID discovery and JWKS fetches)",
         "gateway_response" => "the gateway's upstream service behind the route",
-        "ldap_bind" => {
+        "ldap_bind" | "replication_bind" => {
             "the domain controller's authentication (password verification, account policy, load such as backups or replication)"
         }
         "ldap_search" => {
@@ -273,6 +306,7 @@ pub fn analyse(runs: &[RunResult]) -> Report {
                 })
             })
             .collect();
+        let replication = replicas(&rs);
         probes.push(ProbeReport {
             probe: name.to_string(),
             runs: rs.len() as u64,
@@ -288,6 +322,7 @@ pub fn analyse(runs: &[RunResult]) -> Report {
             failure_classes,
             failures,
             spikes,
+            replication,
         });
     }
     Report {
@@ -295,6 +330,60 @@ pub fn analyse(runs: &[RunResult]) -> Report {
         to_ms: runs.iter().map(|r| r.started_ms).max().unwrap_or(0),
         probes,
     }
+}
+
+fn replicas(runs: &[&RunResult]) -> Vec<ReplicaReport> {
+    struct Acc {
+        runs: u64,
+        lags: Vec<f64>,
+        worst: f64,
+        compared: u64,
+        out_of_sync: u64,
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    for x in runs
+        .iter()
+        .filter_map(|r| r.replication.as_ref())
+        .flat_map(|rep| &rep.replicas)
+    {
+        if !order.contains(&x.replica) {
+            order.push(x.replica.clone());
+        }
+        let a = acc.entry(x.replica.clone()).or_insert(Acc {
+            runs: 0,
+            lags: Vec::new(),
+            worst: 0.0,
+            compared: 0,
+            out_of_sync: 0,
+        });
+        a.runs += 1;
+        if x.caught_up {
+            a.lags.push(x.lag_ms);
+        }
+        a.worst = a.worst.max(x.lag_ms);
+        if let Some(in_sync) = x.csn_in_sync {
+            a.compared += 1;
+            a.out_of_sync += u64::from(!in_sync);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|name| {
+            let a = acc.remove(&name)?;
+            let caught_up = a.lags.len() as u64;
+            Some(ReplicaReport {
+                replica: name,
+                runs: a.runs,
+                caught_up,
+                catch_up_rate: round(caught_up as f64 / a.runs.max(1) as f64),
+                lag: stats(&a.lags),
+                worst_lag_ms: round(a.worst),
+                csn_compared: a.compared,
+                csn_out_of_sync: a.out_of_sync,
+            })
+        })
+        .collect()
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -461,6 +550,85 @@ mod tests {
         // flat series: nothing
         let flat: Vec<(i64, f64)> = (0..50).map(|i| (start + i * 60_000, noise(i))).collect();
         assert_eq!(find_periodic("token_tls", &flat, 60_000.0), None);
+    }
+
+    #[test]
+    fn replicas_are_summarised_and_their_lag_spikes_found() {
+        use crate::replication::{ReplicaResult, ReplicationResult, stage_of};
+        use crate::timing::StageResult;
+        let start = 1_700_000_000_000;
+        // Every 5 minutes for 10 hours; dc2's lag jumps every hour (a replication
+        // schedule), dc3 never catches up in run 7 and is behind by contextCSN.
+        let runs: Vec<RunResult> = (0..120_i64)
+            .map(|i| {
+                let dc2 = if i % 12 == 4 { 900.0 } else { 20.0 + noise(i) };
+                let dc3_ok = i != 7;
+                let dc3 = if dc3_ok { 30.0 + noise(i) } else { 5_000.0 };
+                let rep = |name: &str, ok: bool, lag: f64, in_sync: Option<bool>| ReplicaResult {
+                    replica: name.into(),
+                    caught_up: ok,
+                    lag_ms: lag,
+                    context_csn: vec![],
+                    csn_in_sync: in_sync,
+                    csn_behind_ms: None,
+                    error: None,
+                };
+                RunResult {
+                    probe: "repl".into(),
+                    started_ms: start + i * 300_000,
+                    duration_ms: dc3,
+                    ok: dc3_ok,
+                    stages: vec![
+                        StageResult {
+                            stage: stage_of("dc2"),
+                            duration_ms: dc2,
+                            ok: true,
+                        },
+                        StageResult {
+                            stage: stage_of("dc3"),
+                            duration_ms: dc3,
+                            ok: dc3_ok,
+                        },
+                    ],
+                    failure: None,
+                    replication: Some(ReplicationResult {
+                        marker: format!("m{i}"),
+                        provider_context_csn: vec![],
+                        replicas: vec![
+                            rep("dc2", true, dc2, Some(true)),
+                            rep("dc3", dc3_ok, dc3, (i % 2 == 0).then_some(i % 4 != 0)),
+                        ],
+                    }),
+                }
+            })
+            .collect();
+        let report = analyse(&runs);
+        let p = &report.probes[0];
+        let names: Vec<&str> = p.replication.iter().map(|r| r.replica.as_str()).collect();
+        assert_eq!(names, ["dc2", "dc3"]);
+        let dc3 = &p.replication[1];
+        assert_eq!((dc3.runs, dc3.caught_up), (120, 119));
+        assert_eq!(dc3.worst_lag_ms, 5_000.0);
+        assert!(dc3.lag.max < 40.0, "{:?}", dc3.lag);
+        assert_eq!((dc3.csn_compared, dc3.csn_out_of_sync), (60, 30));
+        // The replica's lag is its stage: same numbers, and its spikes are found.
+        let stage = p
+            .stages
+            .iter()
+            .find(|s| s.stage == "replication:dc2")
+            .unwrap();
+        assert_eq!(stage.stats, p.replication[0].lag);
+        let spike = p
+            .spikes
+            .iter()
+            .find(|s| s.stage == "replication:dc2")
+            .unwrap();
+        assert_eq!(spike.period_seconds, 3600);
+        assert!(
+            spike
+                .dependency
+                .starts_with("replication between the directory servers")
+        );
     }
 
     #[test]

@@ -153,6 +153,16 @@ impl Runner {
 }
 
 fn log_run(r: &RunResult) {
+    for x in r.replication.iter().flat_map(|rep| &rep.replicas) {
+        tracing::info!(
+            probe = %r.probe,
+            replica = %x.replica,
+            caught_up = x.caught_up,
+            lag_ms = x.lag_ms,
+            csn_in_sync = ?x.csn_in_sync,
+            "replication lag"
+        );
+    }
     match &r.failure {
         None => tracing::info!(probe = %r.probe, duration_ms = r.duration_ms, "probe succeeded"),
         Some(f) => tracing::warn!(

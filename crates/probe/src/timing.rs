@@ -53,9 +53,37 @@ pub enum FailureClass {
     TooFewEntries,
     /// The LDAP session broke (protocol or connection error).
     Ldap,
+    /// Writing the replication marker was refused (LDAP result code).
+    LdapWrite,
+    /// A replica did not show the marker within the replication deadline.
+    ReplicationTimeout,
 }
 
 impl FailureClass {
+    /// Every class.
+    pub const ALL: [FailureClass; 15] = [
+        FailureClass::Dns,
+        FailureClass::Connect,
+        FailureClass::Tls,
+        FailureClass::Timeout,
+        FailureClass::Http,
+        FailureClass::HttpStatus,
+        FailureClass::TokenError,
+        FailureClass::BadResponse,
+        FailureClass::Validation,
+        FailureClass::LdapBind,
+        FailureClass::LdapSearch,
+        FailureClass::TooFewEntries,
+        FailureClass::Ldap,
+        FailureClass::LdapWrite,
+        FailureClass::ReplicationTimeout,
+    ];
+
+    /// The class of a stored name.
+    pub fn parse(s: &str) -> Option<FailureClass> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// The stored and exported name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +100,8 @@ impl FailureClass {
             FailureClass::LdapSearch => "ldap_search",
             FailureClass::TooFewEntries => "too_few_entries",
             FailureClass::Ldap => "ldap",
+            FailureClass::LdapWrite => "ldap_write",
+            FailureClass::ReplicationTimeout => "replication_timeout",
         }
     }
 }
@@ -138,10 +168,20 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn new(timeout: Duration) -> Self {
+        Self::until(tokio::time::Instant::now() + timeout)
+    }
+
+    /// A recorder whose stages end at `deadline`.
+    pub(crate) fn until(deadline: tokio::time::Instant) -> Self {
         Self {
             stages: Vec::new(),
-            deadline: tokio::time::Instant::now() + timeout,
+            deadline,
         }
+    }
+
+    /// The end of the run.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
     }
 
     /// Time `fut` as stage `name`; a failure or the deadline fails the stage.

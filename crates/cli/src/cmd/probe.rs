@@ -157,6 +157,23 @@ fn print_runs(results: &[RunResult]) {
             let mark = if s.ok { "" } else { "  <- failed" };
             println!("  {:<18} {:>9.1} ms{mark}", s.stage, s.duration_ms);
         }
+        for x in r.replication.iter().flat_map(|rep| &rep.replicas) {
+            let state = match (&x.error, x.caught_up) {
+                (_, true) => "caught up".to_string(),
+                (Some(e), false) => format!("NOT caught up ({})", e.class.as_str()),
+                (None, false) => "NOT caught up".to_string(),
+            };
+            let csn = match (x.csn_in_sync, x.csn_behind_ms) {
+                (Some(true), _) => "contextCSN in sync".to_string(),
+                (Some(false), Some(b)) => format!("contextCSN {b:.0} ms behind"),
+                (Some(false), None) => "contextCSN lacks a provider's server id".to_string(),
+                (None, _) => "contextCSN not compared".to_string(),
+            };
+            println!(
+                "  replica {}: {state} after {:.1} ms, {csn}",
+                x.replica, x.lag_ms
+            );
+        }
         if let Some(f) = &r.failure {
             let code = f.error.code.as_deref().unwrap_or("-");
             println!(
@@ -212,6 +229,19 @@ fn print_report(report: &Report) {
                 s.stats.p99,
                 s.stats.max,
                 s.failures
+            );
+        }
+        for r in &p.replication {
+            println!(
+                "  replica {}: caught up {}/{} runs, lag p50 {:.3} ms, p99 {:.3} ms, worst {:.3} ms; contextCSN behind in {}/{}",
+                r.replica,
+                r.caught_up,
+                r.runs,
+                r.lag.p50,
+                r.lag.p99,
+                r.worst_lag_ms,
+                r.csn_out_of_sync,
+                r.csn_compared
             );
         }
         for s in &p.spikes {

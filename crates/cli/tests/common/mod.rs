@@ -48,6 +48,31 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `intraport probe report --db DB --format FORMAT`.
+pub fn probe_report(db: &Path, format: &str) -> Output {
+    run(
+        &[
+            "probe",
+            "report",
+            "--db",
+            db.to_str().unwrap(),
+            "--format",
+            format,
+        ],
+        None,
+    )
+}
+
+/// The stage names of one run of `probe run --format json`, in order.
+pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect()
+}
+
 pub fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -158,13 +183,18 @@ pub fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool)
 /// The base DN of the test directory.
 pub const LDAP_SUFFIX: &str = "dc=intraport,dc=test";
 
-/// OpenLDAP `slapd` (Debian) with an mdb database under `dir` holding one entry,
-/// `cn=sync-reader` (mail `sync-reader@contoso.example`), on 127.0.0.1:`port`;
-/// returned once it accepts connections, stopped when the guard drops.
-pub fn start_slapd(dir: &Path, port: u16) -> Guard {
+/// The configuration of a test `slapd` under `dir`: the core schemas, an mdb
+/// database for [`LDAP_SUFFIX`] in `dir/db` with `cn=admin` / `secret` as root,
+/// `modules` loaded beside `back_mdb`, and `database_lines` at the end of the
+/// database section (overlays, syncrepl).
+fn slapd_conf(dir: &Path, modules: &[&str], database_lines: &str) -> PathBuf {
     let db = dir.join("db");
     std::fs::create_dir_all(&db).unwrap();
     let conf = dir.join("slapd.conf");
+    let modules: String = modules
+        .iter()
+        .map(|m| format!("moduleload {m}\n"))
+        .collect();
     std::fs::write(
         &conf,
         format!(
@@ -174,17 +204,24 @@ pub fn start_slapd(dir: &Path, port: u16) -> Guard {
              pidfile {pid}\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
+             {modules}\
              database mdb\n\
              suffix \"{LDAP_SUFFIX}\"\n\
              rootdn \"cn=admin,{LDAP_SUFFIX}\"\n\
              rootpw secret\n\
              directory {db}\n\
-             maxsize 10485760\n",
+             maxsize 10485760\n\
+             {database_lines}",
             pid = dir.join("slapd.pid").display(),
             db = db.display()
         ),
     )
     .unwrap();
+    conf
+}
+
+/// Load the suffix entry and `cn=sync-reader` (mail `sync-reader@contoso.example`).
+fn slapadd_base(dir: &Path, conf: &Path) {
     let ldif = dir.join("base.ldif");
     std::fs::write(
         &ldif,
@@ -196,7 +233,7 @@ pub fn start_slapd(dir: &Path, port: u16) -> Guard {
     .unwrap();
     let out = Command::new("slapadd")
         .arg("-f")
-        .arg(&conf)
+        .arg(conf)
         .arg("-l")
         .arg(&ldif)
         .output()
@@ -206,9 +243,13 @@ pub fn start_slapd(dir: &Path, port: u16) -> Guard {
         "slapadd: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `slapd -f conf` on 127.0.0.1:`port`, returned once it accepts connections.
+fn spawn_slapd(conf: &Path, port: u16) -> Guard {
     let child = Command::new("slapd")
         .arg("-f")
-        .arg(&conf)
+        .arg(conf)
         .arg("-h")
         .arg(format!("ldap://127.0.0.1:{port}/"))
         .args(["-d", "0"])
@@ -221,4 +262,156 @@ pub fn start_slapd(dir: &Path, port: u16) -> Guard {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     guard
+}
+
+/// OpenLDAP `slapd` (Debian) with an mdb database under `dir` holding one entry,
+/// `cn=sync-reader` (mail `sync-reader@contoso.example`), on 127.0.0.1:`port`;
+/// returned once it accepts connections, stopped when the guard drops.
+pub fn start_slapd(dir: &Path, port: u16) -> Guard {
+    let conf = slapd_conf(dir, &[], "");
+    slapadd_base(dir, &conf);
+    spawn_slapd(&conf, port)
+}
+
+/// Two `slapd` replicating [`LDAP_SUFFIX`]: a provider with the `syncprov` overlay
+/// (holding what [`start_slapd`] loads) and a consumer (mdb, `syncrepl ...
+/// type=refreshAndPersist`, binding to the provider as `cn=admin`).
+pub struct SyncreplPair {
+    /// Stopped before `provider` (fields drop in order).
+    pub consumer: Guard,
+    pub provider: Guard,
+    pub provider_port: u16,
+    pub consumer_port: u16,
+}
+
+/// Start a [`SyncreplPair`] under `dir`, returned once the consumer's first refresh
+/// has brought `cn=sync-reader` over.
+pub fn start_syncrepl_pair(dir: &Path) -> SyncreplPair {
+    let (provider_port, consumer_port) = (free_port(), free_port());
+    let pdir = dir.join("provider");
+    let conf = slapd_conf(
+        &pdir,
+        &["syncprov"],
+        "index objectClass,entryCSN,entryUUID eq\noverlay syncprov\n",
+    );
+    slapadd_base(&pdir, &conf);
+    let provider = spawn_slapd(&conf, provider_port);
+    let conf = slapd_conf(
+        &dir.join("consumer"),
+        &[],
+        &format!(
+            "index objectClass,entryCSN,entryUUID eq\n\
+             syncrepl rid=001 provider=ldap://127.0.0.1:{provider_port} type=refreshAndPersist \
+             retry=\"1 +\" searchbase=\"{LDAP_SUFFIX}\" bindmethod=simple \
+             binddn=\"cn=admin,{LDAP_SUFFIX}\" credentials=secret\n"
+        ),
+    );
+    let consumer = spawn_slapd(&conf, consumer_port);
+    wait_for(
+        "the consumer's first refresh",
+        Duration::from_secs(15),
+        || {
+            ldap_read(
+                consumer_port,
+                &format!("cn=sync-reader,{LDAP_SUFFIX}"),
+                "mail",
+            )
+            .is_some()
+        },
+    );
+    SyncreplPair {
+        consumer,
+        provider,
+        provider_port,
+        consumer_port,
+    }
+}
+
+/// The values of `attr` of the entry `dn` in the test directory on
+/// 127.0.0.1:`port` (`ldapsearch` from Debian's ldap-utils, anonymous); `None`
+/// when the entry does not exist or the server does not answer.
+pub fn ldap_read(port: u16, dn: &str, attr: &str) -> Option<Vec<String>> {
+    let out = Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-o",
+            "ldif-wrap=no",
+            "-o",
+            "nettimeout=5",
+            "-l",
+            "5",
+        ])
+        .arg("-H")
+        .arg(format!("ldap://127.0.0.1:{port}"))
+        .args(["-s", "base", "-b", dn, attr])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ldapsearch (Debian package ldap-utils) must be installed");
+    if !out.status.success() {
+        return None;
+    }
+    let prefix = format!("{attr}: ");
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix).map(String::from))
+            .collect(),
+    )
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// A process stopped with SIGSTOP, continued (SIGCONT) by [`Paused::resume`] or
+/// when dropped. Drop it before the process's [`Guard`].
+pub struct Paused(u32);
+
+/// Stop the process of `guard` until the returned [`Paused`] resumes it.
+pub fn pause(guard: &Guard) -> Paused {
+    let pid = guard.0.id();
+    signal(pid, "-STOP");
+    Paused(pid)
+}
+
+impl Paused {
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+/// Wait for `child` to exit within `within` (killed and the test failed otherwise)
+/// and collect its output, which must fit the pipes' buffers.
+pub fn finish(mut child: Child, within: Duration) -> Output {
+    use std::io::Read;
+    let until = Instant::now() + within;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_end(&mut stderr).unwrap();
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
