@@ -65,20 +65,7 @@ fn ldap_probe_stages_failures_storage_and_report() {
     let config = dir.path().join("probe.toml");
     std::fs::write(&config, text).unwrap();
     let db = dir.path().join("results.sqlite");
-    let out = common::run(
-        &[
-            "probe",
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--once",
-            "--db",
-            db.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-        None,
-    );
+    let out = common::probe_once(&config, &db, "json");
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -86,14 +73,7 @@ fn ldap_probe_stages_failures_storage_and_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     let runs = common::json_of(&out);
-    let by = |n: &str| {
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["probe"] == n)
-            .unwrap()
-            .clone()
-    };
+    let by = |n: &str| common::probe_named(&runs, n).clone();
     let ok = by("dc");
     assert_eq!(ok["ok"], true, "{ok:#}");
     let stages = common::stage_names(&ok);

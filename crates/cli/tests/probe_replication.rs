@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -21,7 +20,7 @@ fn marker_dn() -> String {
 }
 
 /// A replication probe writing on `provider` (a host:port) and polling `replicas`.
-fn config(dir: &Path, provider: &str, replicas: &[(&str, u16)], deadline: &str) -> String {
+fn config(dir: &Path, provider: &str, replicas: &[(&str, u16)], deadline: &str) -> PathBuf {
     let mut text = format!(
         r#"
 [[probe]]
@@ -45,26 +44,11 @@ poll_interval = "20ms"
     }
     let path = dir.join("probe.toml");
     std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    path
 }
 
-fn probe_once(config: &str, db: &Path, format: &str) -> Command {
-    let mut c = Command::new(common::bin());
-    c.args(["probe", "run", "--once", "--format", format, "--config"])
-        .arg(config)
-        .arg("--db")
-        .arg(db)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-fn run_once(config: &str, db: &Path) -> serde_json::Value {
-    let out = finish(
-        probe_once(config, db, "json").spawn().unwrap(),
-        Duration::from_secs(60),
-    );
+fn run_once(config: &Path, db: &Path) -> serde_json::Value {
+    let out = common::probe_once(config, db, "json");
     let runs = common::json_of(&out);
     let run = runs[0].clone();
     let want = if run["ok"] == true { 0 } else { 1 };
@@ -197,7 +181,9 @@ fn a_paused_consumer_lengthens_the_lag_to_at_least_the_pause() {
 
     let pause_for = Duration::from_millis(1_500);
     let paused = pause(&pair.consumer);
-    let child = probe_once(&config, &db, "json").spawn().unwrap();
+    let child = common::probe_once_command(&config, &db, "json")
+        .spawn()
+        .unwrap();
     // The pause is counted from the moment the provider holds the new marker, so
     // the consumer stays stopped for at least `pause_for` after the write.
     wait_for(
@@ -300,10 +286,7 @@ fn replicas_that_never_catch_up_fail_with_the_lag_so_far() {
         assert!(r["worst_lag_ms"].as_f64().unwrap() >= 1_000.0, "{r:#}");
     }
     let paused = pause(&pair.consumer);
-    let out = finish(
-        probe_once(&config, &db, "table").spawn().unwrap(),
-        Duration::from_secs(30),
-    );
+    let out = common::probe_once(&config, &db, "table");
     drop(paused);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -279,34 +278,9 @@ fn token_get_reports_entra_errors() {
 
 #[test]
 fn oidc_provider_token_verifies_through_discovery_and_a_config_file() {
-    let idp_dir = root().join("tests/idp");
-    assert!(
-        idp_dir.join("node_modules/oidc-provider").is_dir(),
-        "oidc-provider is not installed: run the README's test command (scripts/test.sh)"
-    );
     let dir = std::env::temp_dir().join(format!("intraport-cli-idp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new("node")
-        .arg(idp_dir.join("launch.mjs"))
-        .arg("--keys")
-        .arg(dir.join("keys.json"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Guard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(i) = line.strip_prefix("READY ") {
-                let _ = tx.send(i.to_string());
-            }
-        }
-    });
-    let issuer = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("IdP not ready");
+    let (_guard, issuer) = start_oidc_provider(&dir);
     let out = run(
         &[
             "token",

@@ -48,6 +48,28 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `intraport probe run --once --config CONFIG --db DB --format FORMAT`, not yet
+/// started (output piped).
+pub fn probe_once_command(config: &Path, db: &Path, format: &str) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["probe", "run", "--once", "--format", format, "--config"])
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// [`probe_once_command`] run to completion (within a minute).
+pub fn probe_once(config: &Path, db: &Path, format: &str) -> Output {
+    finish(
+        probe_once_command(config, db, format).spawn().unwrap(),
+        Duration::from_secs(60),
+    )
+}
+
 /// `intraport probe report --db DB --format FORMAT`.
 pub fn probe_report(db: &Path, format: &str) -> Output {
     run(
@@ -63,6 +85,16 @@ pub fn probe_report(db: &Path, format: &str) -> Output {
     )
 }
 
+/// The element of a JSON array (runs of `probe run`, probes of `probe report`)
+/// whose `probe` is `name`.
+pub fn probe_named<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["probe"] == name)
+        .unwrap_or_else(|| panic!("no probe {name} in {list:#}"))
+}
+
 /// The stage names of one run of `probe run --format json`, in order.
 pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
     run["stages"]
@@ -76,7 +108,8 @@ pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
 pub fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            "stdout is not JSON ({e}; {:?}):\n{}\nstderr:\n{}",
+            out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
@@ -157,6 +190,41 @@ impl Dev {
             "json".into(),
         ]
     }
+}
+
+/// The real npm `oidc-provider` (installed into tests/idp by the README's test
+/// command), started by tests/idp/launch.mjs on 127.0.0.1 with its signing keys in
+/// `dir/keys.json`: client `svc-reader` / `svc-reader-secret` (client credentials),
+/// JWT access tokens for resource `api://intraport-idp`. Returns the guard and the
+/// issuer URL (`http://127.0.0.1:PORT`, token endpoint `{issuer}/token`).
+pub fn start_oidc_provider(dir: &Path) -> (Guard, String) {
+    let idp_dir = root().join("tests/idp");
+    assert!(
+        idp_dir.join("node_modules/oidc-provider").is_dir(),
+        "oidc-provider is not installed: run the README's test command (scripts/test.sh)"
+    );
+    let mut child = Command::new("node")
+        .arg(idp_dir.join("launch.mjs"))
+        .arg("--keys")
+        .arg(dir.join("keys.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.strip_prefix("READY ") {
+                let _ = tx.send(i.to_string());
+            }
+        }
+    });
+    let issuer = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("oidc-provider not ready within 30 s");
+    (guard, issuer)
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
