@@ -31,13 +31,9 @@ async fn echo_upstream() -> SocketAddr {
     addr
 }
 
-async fn gateway(
-    issuer: &DevIssuer,
-    upstream: SocketAddr,
-    read_roles: &str,
-) -> (Arc<GatewayHandle>, String) {
-    let text = gateway_config(issuer, upstream, 0, read_roles);
-    let gw = Gateway::start(Config::from_toml_str(&text, Path::new(".")).unwrap())
+/// A gateway of configuration `text`, once it is ready.
+async fn start_gateway(text: &str) -> Arc<GatewayHandle> {
+    let gw = Gateway::start(Config::from_toml_str(text, Path::new(".")).unwrap())
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -45,8 +41,23 @@ async fn gateway(
         assert!(tokio::time::Instant::now() < deadline, "gateway not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let addr = gw.listener_addr(GATEWAY_LISTENER).await.unwrap();
-    (gw, format!("https://127.0.0.1:{}", addr.port()))
+    gw
+}
+
+/// The HTTPS URL of a gateway's listener.
+async fn listener_url(gw: &GatewayHandle, listener: &str) -> String {
+    let addr = gw.listener_addr(listener).await.unwrap();
+    format!("https://127.0.0.1:{}", addr.port())
+}
+
+async fn gateway(
+    issuer: &DevIssuer,
+    upstream: SocketAddr,
+    read_roles: &str,
+) -> (Arc<GatewayHandle>, String) {
+    let gw = start_gateway(&gateway_config(issuer, upstream, 0, read_roles)).await;
+    let url = listener_url(&gw, GATEWAY_LISTENER).await;
+    (gw, url)
 }
 
 fn plan(issuer: &DevIssuer, token_file: &Path, cases: &str) -> String {
@@ -172,6 +183,25 @@ allowed = true
 upstream_identity = { "x-intraport-roles" = "Writer" }
 "#;
 
+/// `intraport validate --plan PLAN --gateway GATEWAY EXTRA... --format FORMAT`.
+async fn validate(
+    plan: &Path,
+    gateway: &str,
+    extra: &[&str],
+    format: &str,
+) -> std::process::Output {
+    let mut args = s(&[
+        "validate",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--gateway",
+        gateway,
+    ]);
+    args.extend(s(extra));
+    args.extend(s(&["--format", format]));
+    intraport(args).await
+}
+
 async fn intraport(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -212,17 +242,12 @@ async fn validate_passing_failing_and_compare() {
     let passing = dir.path().join("passing.toml");
     std::fs::write(&passing, plan(&issuer, &token_file, PASSING)).unwrap();
     let junit = dir.path().join("passing.xml");
-    let out = intraport(s(&[
-        "validate",
-        "--plan",
-        passing.to_str().unwrap(),
-        "--gateway",
+    let out = validate(
+        &passing,
         &staging_url,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--format",
+        &["--junit", junit.to_str().unwrap()],
         "json",
-    ]))
+    )
     .await;
     let doc = common::json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}");
@@ -240,17 +265,12 @@ async fn validate_passing_failing_and_compare() {
     let failing = dir.path().join("failing.toml");
     std::fs::write(&failing, plan(&issuer, &token_file, FAILING)).unwrap();
     let junit = dir.path().join("failing.xml");
-    let out = intraport(s(&[
-        "validate",
-        "--plan",
-        failing.to_str().unwrap(),
-        "--gateway",
+    let out = validate(
+        &failing,
         &staging_url,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--format",
+        &["--junit", junit.to_str().unwrap()],
         "json",
-    ]))
+    )
     .await;
     let doc = common::json_of(&out);
     assert_eq!(out.status.code(), Some(1), "{doc:#}");
@@ -277,33 +297,19 @@ async fn validate_passing_failing_and_compare() {
             ),
         "{xml}"
     );
-    let out = intraport(s(&[
-        "validate",
-        "--plan",
-        failing.to_str().unwrap(),
-        "--gateway",
-        &staging_url,
-        "--format",
-        "table",
-    ]))
-    .await;
+    let out = validate(&failing, &staging_url, &[], "table").await;
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("FAIL  reader administers"), "{table}");
     assert!(table.contains("PASS  reader reads orders"), "{table}");
     assert!(table.contains("1 passed, 1 failed"), "{table}");
 
     // Compare: staging passes the plan; production refuses the readers.
-    let out = intraport(s(&[
-        "validate",
-        "--plan",
-        passing.to_str().unwrap(),
-        "--gateway",
+    let out = validate(
+        &passing,
         &staging_url,
-        "--compare",
-        &production_url,
-        "--format",
+        &["--compare", &production_url],
         "json",
-    ]))
+    )
     .await;
     let doc = common::json_of(&out);
     assert_eq!(out.status.code(), Some(1), "{doc:#}");
@@ -321,18 +327,7 @@ async fn validate_passing_failing_and_compare() {
         assert_eq!(d["other"]["error"], "role_missing");
     }
     // Against itself nothing differs.
-    let out = intraport(s(&[
-        "validate",
-        "--plan",
-        passing.to_str().unwrap(),
-        "--gateway",
-        &staging_url,
-        "--compare",
-        &staging_url,
-        "--format",
-        "json",
-    ]))
-    .await;
+    let out = validate(&passing, &staging_url, &["--compare", &staging_url], "json").await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         common::json_of(&out)["compare"]["differences"],
@@ -380,11 +375,252 @@ fn plan_errors_exit_2_with_file_line_and_field() {
     );
     assert_eq!(out.status.code(), Some(1));
     let doc = common::json_of(&out);
-    assert_eq!(doc["run"]["cases"][0]["observed"]["status"], 0);
+    let seen = &doc["run"]["cases"][0]["observed"];
+    assert_eq!(seen["status"], 0);
+    assert_eq!(seen["error"], "connect_failed", "{seen:#}");
     assert!(
-        doc["run"]["cases"][0]["observed"]["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("no answer")
+        seen["detail"].as_str().unwrap().starts_with("no answer"),
+        "{seen:#}"
     );
+}
+
+/// Client certificates minted with Debian's `openssl`: a client CA and, under
+/// `dir`, `NAME.pem` / `NAME-key.pem` for `CN=NAME` (SAN `dns:NAME.example.test`),
+/// signed by that CA or, for `rogue`, by a CA the gateway does not know.
+fn client_certs(dir: &Path, names: &[&str]) -> std::path::PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) must be installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca in ["client-ca", "rogue-ca"] {
+        let subj = format!("/CN={ca}");
+        let key = format!("{ca}-key.pem");
+        let cert = format!("{ca}.pem");
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &cert, "-days", "2", "-subj", &subj]);
+        a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        a.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(&a);
+    }
+    for name in names {
+        let ca = if *name == "rogue" {
+            "rogue-ca"
+        } else {
+            "client-ca"
+        };
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=clientAuth\nsubjectAltName=DNS:{name}.example.test\n"
+            ),
+        )
+        .unwrap();
+        let (key, csr, cert) = (
+            format!("{name}-key.pem"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subj = format!("/CN={}", if *name == "rogue" { "agent" } else { name });
+        let mut a = vec!["req"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(&a);
+        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    dir.join("client-ca.pem")
+}
+
+/// A gateway (HTTPS with the issuer's certificate) with two listeners asking for
+/// client certificates from `client_ca`: `mtls` requires one, `mtls-optional`
+/// asks for one; on both, the route admits only `CN=agent`.
+async fn mtls_gateway(
+    issuer: &DevIssuer,
+    upstream: SocketAddr,
+    client_ca: &Path,
+) -> (Arc<GatewayHandle>, String, String) {
+    let (cert, key) = issuer.server_cert_paths().unwrap();
+    let mut text = "[server]\nshutdown_grace_seconds = 1\n".to_string();
+    for (listener, mode) in [("mtls", "required"), ("mtls-optional", "optional")] {
+        text += &format!(
+            r#"
+[[listener]]
+name = "{listener}"
+listen = "127.0.0.1:0"
+protocol = "https"
+[listener.tls]
+cert = {cert}
+key = {key}
+client_ca = {ca}
+client_cert = "{mode}"
+
+[[route]]
+name = "{listener}-agents"
+listener = "{listener}"
+path_prefix = "/"
+upstream = "http://{upstream}"
+identity = "client_cert"
+[route.source]
+allow = ["127.0.0.0/8"]
+[route.require]
+client_cert_subjects = ["CN=agent"]
+"#,
+            cert = q(&cert.display().to_string()),
+            key = q(&key.display().to_string()),
+            ca = q(&client_ca.display().to_string()),
+        );
+    }
+    let gw = start_gateway(&text).await;
+    let required = listener_url(&gw, "mtls").await;
+    let optional = listener_url(&gw, "mtls-optional").await;
+    (gw, required, optional)
+}
+
+const MTLS_CASES: &str = r#"
+[[identity]]
+name = "agent"
+kind = "client_cert"
+cert = "agent.pem"
+key = "agent-key.pem"
+
+[[identity]]
+name = "other"
+kind = "client_cert"
+cert = "other.pem"
+key = "other-key.pem"
+
+[[identity]]
+name = "rogue"
+kind = "client_cert"
+cert = "rogue.pem"
+key = "rogue-key.pem"
+
+[[case]]
+name = "the agent's certificate passes"
+identity = "agent"
+path = "/sync"
+[case.expect]
+status = 200
+allowed = true
+upstream_identity = { "x-intraport-client-cert-subject" = "CN=agent", "x-intraport-client-cert-san" = "dns:agent.example.test" }
+
+[[case]]
+name = "a certificate the route does not allow"
+identity = "other"
+path = "/sync"
+[case.expect]
+status = 403
+allowed = false
+error = "cert_not_allowed"
+
+[[case]]
+name = "no certificate"
+identity = "none"
+path = "/sync"
+[case.expect]
+allowed = false
+error = "tls_alert_certificate_required"
+
+[[case]]
+name = "a certificate from an unknown CA"
+identity = "rogue"
+path = "/sync"
+[case.expect]
+allowed = false
+error = "tls_alert_unknown_ca"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_client_certificate_identities_against_an_mtls_gateway() {
+    let issuer = DevIssuer::start(DevIssuerConfig::demo()).await.unwrap();
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client_ca = client_certs(dir.path(), &["agent", "other", "rogue"]);
+    let (gw, required, optional) = mtls_gateway(&issuer, upstream, &client_ca).await;
+    let plan = dir.path().join("mtls.toml");
+    // Certificate paths are relative to the plan.
+    std::fs::write(
+        &plan,
+        format!(
+            "ca_file = {}\n{MTLS_CASES}",
+            q(&issuer.ca_pem_path().unwrap().display().to_string())
+        ),
+    )
+    .unwrap();
+    let junit = dir.path().join("mtls.xml");
+    let out = validate(
+        &plan,
+        &required,
+        &["--junit", junit.to_str().unwrap()],
+        "json",
+    )
+    .await;
+    let doc = common::json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    assert_eq!(doc["run"]["passed"], 4, "{doc:#}");
+    let cases = doc["run"]["cases"].as_array().unwrap();
+    // Refused at the handshake: no HTTP answer at all.
+    for c in &cases[2..] {
+        assert_eq!(c["observed"]["status"], 0, "{c:#}");
+        assert!(
+            c["observed"]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("no answer"),
+            "{c:#}"
+        );
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"tests="4" failures="0""#), "{xml}");
+
+    // Where the listener only asks for a certificate, no certificate reaches the
+    // route, which refuses it with 403: the one case whose outcome differs.
+    let out = validate(&plan, &required, &["--compare", &optional], "json").await;
+    let doc = common::json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    let diffs = doc["compare"]["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{doc:#}");
+    assert_eq!(diffs[0]["case"], "no certificate");
+    assert_eq!(
+        diffs[0]["primary"]["error"],
+        "tls_alert_certificate_required"
+    );
+    assert_eq!(diffs[0]["other"]["status"], 403);
+    assert_eq!(diffs[0]["other"]["error"], "client_cert_required");
+
+    gw.shutdown(Duration::from_secs(1)).await;
 }

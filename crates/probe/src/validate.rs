@@ -37,6 +37,19 @@
 //! `upstream_identity` is read from the upstream's answer: a JSON body whose
 //! `identity` object holds the `X-Intraport-*` headers it received, as the demo
 //! upstream of `intraport dev` answers.
+//!
+//! A request that gets no HTTP answer has status 0 and an `error` code saying why,
+//! so a plan can expect it too (the message is in `detail`): `connect_failed`,
+//! `timeout`, `tls_alert_<alert>` when the gateway refused the TLS handshake with an
+//! alert (`tls_alert_certificate_required` for no client certificate on a listener
+//! that requires one, `tls_alert_unknown_ca` or `tls_alert_bad_certificate` for one
+//! it does not trust), `tls_failed` when this side refused it (e.g. the gateway's
+//! certificate), `no_answer` otherwise. A TLS 1.3 server refuses a client
+//! certificate after the client has finished its side of the handshake, so the
+//! request can fail writing before the alert is read; when a request gets no answer
+//! for no reason the client could see, one more connection with the same identity
+//! shakes hands and only reads, and the alert it gets names the refusal. Outcomes,
+//! and `--compare`, thus do not depend on that race.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -399,9 +412,13 @@ pub struct Observed {
     pub status: u16,
     /// Let through by the gateway (not 401/403).
     pub allowed: bool,
-    /// The gateway's error code, or why there was no answer.
+    /// The gateway's error code, or why there was no answer (a code, see the
+    /// module documentation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why there was no answer, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Identity headers the upstream reported.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream_identity: BTreeMap<String, String>,
@@ -461,8 +478,16 @@ pub enum ValidateError {
     Setup(String),
 }
 
+/// An identity ready to send: the HTTP client (with its certificate, if any), the
+/// bearer token, and the TLS configuration of the diagnostic handshake.
+struct Credential {
+    client: reqwest::Client,
+    token: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
 struct Prepared {
-    clients: BTreeMap<String, (reqwest::Client, Option<String>)>,
+    clients: BTreeMap<String, Credential>,
     failures: BTreeMap<String, String>,
 }
 
@@ -493,6 +518,13 @@ async fn prepare(plan: &Plan) -> Result<Prepared, ValidateError> {
     let plain = client_builder(ca.as_deref())?
         .build()
         .map_err(|e| ValidateError::Setup(e.to_string()))?;
+    let plain_tls =
+        crate::timing::tls_config(plan.ca_file.as_deref()).map_err(ValidateError::Setup)?;
+    let credential = |client: &reqwest::Client, token: Option<String>| Credential {
+        client: client.clone(),
+        token,
+        tls: plain_tls.clone(),
+    };
     let mut clients = BTreeMap::new();
     let mut failures = BTreeMap::new();
     let used: std::collections::BTreeSet<&str> =
@@ -503,14 +535,14 @@ async fn prepare(plan: &Plan) -> Result<Prepared, ValidateError> {
         }
         match spec {
             IdentitySpec::None => {
-                clients.insert(name.clone(), (plain.clone(), None));
+                clients.insert(name.clone(), credential(&plain, None));
             }
             IdentitySpec::TokenFile(p) => {
                 let token = std::fs::read_to_string(p)
                     .map_err(|e| ValidateError::Setup(format!("{}: {e}", p.display())))?;
                 clients.insert(
                     name.clone(),
-                    (plain.clone(), Some(token.trim().to_string())),
+                    credential(&plain, Some(token.trim().to_string())),
                 );
             }
             IdentitySpec::Grant {
@@ -519,7 +551,7 @@ async fn prepare(plan: &Plan) -> Result<Prepared, ValidateError> {
                 target,
             } => match acquire(&plain, endpoint, grant, target).await {
                 Ok(t) => {
-                    clients.insert(name.clone(), (plain.clone(), Some(t.access_token)));
+                    clients.insert(name.clone(), credential(&plain, Some(t.access_token)));
                 }
                 Err(e) => {
                     failures.insert(name.clone(), format!("no token for identity {name}: {e}"));
@@ -538,7 +570,19 @@ async fn prepare(plan: &Plan) -> Result<Prepared, ValidateError> {
                     .identity(id)
                     .build()
                     .map_err(|e| ValidateError::Setup(e.to_string()))?;
-                clients.insert(name.clone(), (client, None));
+                let tls = crate::timing::tls_config_with_identity(
+                    plan.ca_file.as_deref(),
+                    Some((cert.as_path(), key.as_path())),
+                )
+                .map_err(ValidateError::Setup)?;
+                clients.insert(
+                    name.clone(),
+                    Credential {
+                        client,
+                        token: None,
+                        tls,
+                    },
+                );
             }
         }
     }
@@ -582,14 +626,14 @@ async fn run_case(prepared: &Prepared, case: Case, url: String) -> CaseResult {
         prepared.clients.get(&case.identity),
         prepared.failures.get(&case.identity),
     ) {
-        (Some((client, token)), _) => {
+        (Some(cred), _) => {
             let method =
                 reqwest::Method::from_bytes(case.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-            let mut req = client.request(method, &url);
+            let mut req = cred.client.request(method, &url);
             for (k, v) in &case.headers {
                 req = req.header(k, v);
             }
-            if let Some(t) = token {
+            if let Some(t) = &cred.token {
                 req = req.bearer_auth(t);
             }
             match req.send().await {
@@ -625,29 +669,26 @@ async fn run_case(prepared: &Prepared, case: Case, url: String) -> CaseResult {
                         status,
                         allowed: status != 401 && status != 403,
                         error,
+                        detail: None,
                         upstream_identity,
                     }
                 }
-                Err(e) => Observed {
-                    status: 0,
-                    allowed: false,
-                    error: Some(format!("no answer: {}", error_chain(&e))),
-                    upstream_identity: BTreeMap::new(),
-                },
+                Err(e) => {
+                    let mut code = transport_code(&e);
+                    if code == "no_answer"
+                        && let Some(refusal) = tls_refusal(&url, &cred.tls).await
+                    {
+                        code = refusal;
+                    }
+                    Observed::none(code, format!("no answer: {}", error_chain(&e)))
+                }
             }
         }
-        (None, Some(why)) => Observed {
-            status: 0,
-            allowed: false,
-            error: Some(why.clone()),
-            upstream_identity: BTreeMap::new(),
-        },
-        (None, None) => Observed {
-            status: 0,
-            allowed: false,
-            error: Some(format!("identity {} unavailable", case.identity)),
-            upstream_identity: BTreeMap::new(),
-        },
+        (None, Some(why)) => Observed::none("identity_unavailable".into(), why.clone()),
+        (None, None) => Observed::none(
+            "identity_unavailable".into(),
+            format!("identity {} unavailable", case.identity),
+        ),
     };
     let mismatches = check(&case.expect, &observed);
     CaseResult {
@@ -660,6 +701,129 @@ async fn run_case(prepared: &Prepared, case: Case, url: String) -> CaseResult {
         mismatches,
         duration_ms: start.elapsed().as_secs_f64() * 1000.0,
     }
+}
+
+impl Observed {
+    /// No HTTP answer: status 0, a code and a message.
+    fn none(code: String, detail: String) -> Observed {
+        Observed {
+            status: 0,
+            allowed: false,
+            error: Some(code),
+            detail: Some(detail),
+            upstream_identity: BTreeMap::new(),
+        }
+    }
+}
+
+/// The code of a request that got no HTTP answer.
+fn transport_code(e: &reqwest::Error) -> String {
+    if let Some(code) = tls_code(e) {
+        code
+    } else if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect_failed".into()
+    } else {
+        "no_answer".into()
+    }
+}
+
+/// The TLS failure in `e`'s chain: `tls_alert_<alert>` for an alert from the
+/// server, `tls_failed` for one of this side.
+fn tls_code(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(tls) = typed_tls_error(x) {
+            return Some(match tls {
+                rustls::Error::AlertReceived(alert) => {
+                    format!("tls_alert_{}", snake(&format!("{alert:?}")))
+                }
+                _ => "tls_failed".into(),
+            });
+        }
+        // An alert read after the handshake reaches us as an I/O error that
+        // carries only rustls's text for it.
+        let text = x.to_string();
+        if let Some((_, rest)) = text.split_once("received fatal alert: ") {
+            let name: String = rest
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            if !name.is_empty() {
+                return Some(format!("tls_alert_{}", snake(&name)));
+            }
+        }
+        cur = x.source();
+    }
+    None
+}
+
+/// Why the server at `url` (https) refuses this client at the TLS layer, if it
+/// does: a new connection with the identity's configuration that completes the
+/// handshake and then only reads, so the alert of a refusal that comes after the
+/// client's side of the handshake (TLS 1.3 client certificates) is always read.
+async fn tls_refusal(url: &str, tls: &Arc<rustls::ClientConfig>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let url = url::Url::parse(url).ok()?;
+    if url.scheme() != "https" {
+        return None;
+    }
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default()?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).ok()?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        let mut stream = match tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return tls_code(&e),
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte)).await {
+            Ok(Err(e)) => tls_code(&e),
+            // Accepted (nothing to read, or the server closed cleanly).
+            _ => None,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `x` as a rustls error, or the rustls error an I/O error carries.
+fn typed_tls_error<'a>(x: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    x.downcast_ref::<rustls::Error>().or_else(|| {
+        x.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    })
+}
+
+/// `CertificateRequired` → `certificate_required`, `UnknownCA` → `unknown_ca`.
+fn snake(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if !prev.is_ascii_uppercase() || next_lower {
+                out.push('_');
+            }
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -812,6 +976,14 @@ mod tests {
     }
 
     #[test]
+    fn tls_alert_names_are_snake_case() {
+        assert_eq!(snake("CertificateRequired"), "certificate_required");
+        assert_eq!(snake("UnknownCA"), "unknown_ca");
+        assert_eq!(snake("TLSAlertX"), "tls_alert_x");
+        assert_eq!(snake("BadCertificate"), "bad_certificate");
+    }
+
+    #[test]
     fn mismatches_say_expected_and_got() {
         let expect = Expect {
             status: Some(200),
@@ -823,6 +995,7 @@ mod tests {
             status: 403,
             allowed: false,
             error: Some("role_missing".into()),
+            detail: None,
             upstream_identity: BTreeMap::new(),
         };
         assert_eq!(
