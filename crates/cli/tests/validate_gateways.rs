@@ -474,7 +474,8 @@ async fn mtls_gateway(
     client_ca: &Path,
 ) -> (Arc<GatewayHandle>, String, String) {
     let (cert, key) = issuer.server_cert_paths().unwrap();
-    let mut text = "[server]\nshutdown_grace_seconds = 1\n".to_string();
+    let mut text =
+        "[server]\nshutdown_grace_seconds = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"\n".to_string();
     for (listener, mode) in [("mtls", "required"), ("mtls-optional", "optional")] {
         text += &format!(
             r#"
