@@ -10,8 +10,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use intraport_gateway::{Gateway, GatewayHandle};
 use serde_json::Value;
@@ -254,7 +255,9 @@ async fn every_connection_request_ban_and_reload_has_its_event() {
         [&ok_rid, &bad_rid, &none_rid].iter().all(|rid| {
             evs.iter()
                 .any(|e| e["http"]["request"]["id"].as_str() == Some(rid.as_str()))
-        })
+        }) && evs
+            .iter()
+            .any(|e| action(e) == "policy-decision" && reason(e) == "cert_not_allowed")
     })
     .await;
     let by_rid = |rid: &str| -> Vec<&Value> {
@@ -401,4 +404,390 @@ async fn reloads_are_events() {
         ),
         1.0
     );
+}
+
+/// Whether `s` is closed by the server within `secs` (EOF or reset).
+async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(secs), s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A TLS handshake from `client` to the mTLS listener; true if it completed.
+async fn handshake(g: &Gw, client: rustls::ClientConfig) -> bool {
+    let s = tokio::net::TcpStream::connect(g.mtls).await.unwrap();
+    let c = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    match c.connect(name, s).await {
+        Err(_) => false,
+        Ok(mut tls) => {
+            // TLS 1.3 client-certificate failures surface on the first read.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_handshake_failure_reason_has_its_event_and_metric_label() {
+    use tokio::io::AsyncWriteExt;
+    let g = start().await;
+    let read = |n: &str| std::fs::read_to_string(g.pki.path(n)).unwrap();
+    let ca = g.pki.server_ca.pem.clone();
+    let (agent, agent_key) = (read("agent.pem"), read("agent-key.pem"));
+    let (rogue, rogue_key) = (read("rogue.pem"), read("rogue-key.pem"));
+    let tls13 = [&rustls::version::TLS13];
+
+    assert!(
+        handshake(
+            &g,
+            support::client_tls(&ca, Some((&agent, &agent_key)), &tls13)
+        )
+        .await
+    );
+    // protocol_version: TLS 1.2 only, to a 1.3-only listener.
+    let tls12 = support::client_tls(&ca, Some((&agent, &agent_key)), &[&rustls::version::TLS12]);
+    assert!(!handshake(&g, tls12).await);
+    // client_cert_missing and client_cert_invalid.
+    assert!(!handshake(&g, support::client_tls(&ca, None, &tls13)).await);
+    assert!(
+        !handshake(
+            &g,
+            support::client_tls(&ca, Some((&rogue, &rogue_key)), &tls13)
+        )
+        .await
+    );
+    // peer_alert: a client that does not trust the server's certificate says so.
+    let stranger = support::pki::Ca::new("unrelated CA").pem;
+    assert!(
+        !handshake(
+            &g,
+            support::client_tls(&stranger, Some((&agent, &agent_key)), &tls13)
+        )
+        .await
+    );
+    // not_tls: plain HTTP to the TLS port.
+    let mut s = tokio::net::TcpStream::connect(g.mtls).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut s, 5).await);
+    // eof: half a record header, then the client goes away.
+    let mut s = tokio::net::TcpStream::connect(g.mtls).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(closed_within(&mut s, 5).await);
+    // timeout: connect and say nothing (handshake_timeout_ms = 300).
+    let mut s = tokio::net::TcpStream::connect(g.mtls).await.unwrap();
+    assert!(closed_within(&mut s, 5).await);
+    // incompatible: a TLS 1.3 client offering only AES-CCM, which the server lacks.
+    // Asynchronously: the gateway answers on this test's runtime.
+    let out = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &g.mtls.to_string(),
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_128_CCM_SHA256",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("openssl s_client finished")
+        .expect("openssl (Debian package openssl) must be installed");
+    assert!(!out.status.success());
+
+    let reasons = [
+        "protocol_version",
+        "client_cert_missing",
+        "client_cert_invalid",
+        "peer_alert",
+        "not_tls",
+        "eof",
+        "timeout",
+        "incompatible",
+    ];
+    let evs = events(&g.audit, "every handshake failure event", |evs| {
+        reasons.iter().all(|r| {
+            evs.iter().any(|e| {
+                action(e) == "tls-handshake"
+                    && e["event"]["outcome"] == "failure"
+                    && reason(e) == *r
+            })
+        })
+    })
+    .await;
+    for r in reasons {
+        let e = evs
+            .iter()
+            .find(|e| action(e) == "tls-handshake" && reason(e) == r)
+            .unwrap();
+        assert_eq!(e["intraport"]["listener"], "mtls", "{e}");
+        assert_eq!(e["destination"]["port"], g.mtls.port());
+        assert!(
+            e["intraport"]["duration_us"]["handshake"]
+                .as_u64()
+                .is_some()
+        );
+    }
+    let timeout = evs
+        .iter()
+        .find(|e| action(e) == "tls-handshake" && reason(e) == "timeout")
+        .unwrap();
+    assert!(
+        timeout["intraport"]["duration_us"]["handshake"]
+            .as_u64()
+            .unwrap()
+            >= 300_000
+    );
+    let m = samples(&metrics(g.admin).await);
+    for r in reasons.iter().chain(&["success"]) {
+        let n = sum(
+            &m,
+            "intraport_tls_handshake_duration_seconds_count",
+            &["listener=\"mtls\"", &format!("outcome=\"{r}\"")],
+        );
+        assert!(n >= 1.0, "no metric sample for outcome {r}");
+    }
+}
+
+fn chromium(dir: &Path, args: &[String]) -> std::process::Output {
+    let profile = dir.join("chromium-profile");
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chromium (Debian package chromium) must be installed");
+    // Chromium can hang on exit in containers: wait with a deadline, then kill.
+    let until = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+/// The text of the element with `id` in a DOM dump.
+fn element<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no element {id}"));
+    let rest = &dom[at + id.len() + 6..];
+    &rest[..rest.find('<').unwrap()]
+}
+
+#[tokio::test]
+async fn status_page_in_chromium_shows_what_metrics_has_and_the_dashboard_queries_exist() {
+    let g = start().await;
+    let api = format!("http://{}/api/x", g.plain);
+    let good = g.minter.token(&g.minter.claims());
+    {
+        let c = plain_client();
+        for _ in 0..4 {
+            assert_eq!(
+                c.get(&api)
+                    .bearer_auth(&good)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                200
+            );
+        }
+        let r = c
+            .get(&api)
+            .bearer_auth(g.minter.with(serde_json::json!({"aud": "api://other"})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let agents = format!("https://localhost:{}/x", g.mtls.port());
+        assert_eq!(
+            cert_client(&g, "agent")
+                .get(&agents)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let mut s = tokio::net::TcpStream::connect(g.mtls).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"not tls\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(closed_within(&mut s, 5).await);
+    }
+    // Quiet: every connection closed and a few samples taken after the traffic.
+    let m = eventually(10, "connections closed", || async {
+        let m = samples(&metrics(g.admin).await);
+        (sum(&m, "intraport_connections_active", &[]) == 0.0).then_some(m)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let m2 = samples(&metrics(g.admin).await);
+    let text_of = |m: &BTreeMap<String, f64>| {
+        m.iter()
+            .filter(|(k, _)| {
+                !k.starts_with("intraport_audit") && !k.starts_with("intraport_jwks_age")
+            })
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(text_of(&m), text_of(&m2), "the gateway is not quiet");
+
+    let dir = g.pki.dir.clone();
+    let url = format!("http://{}/status", g.admin);
+    let dom = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let url = url.clone();
+        move || chromium(&dir, &["--dump-dom".to_string(), url])
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    assert!(dom.contains("intraport gateway status"), "{dom}");
+    let m = samples(&metrics(g.admin).await);
+    let expect = [
+        (
+            "connections_active",
+            sum(&m, "intraport_connections_active", &[]),
+        ),
+        (
+            "connections_accepted",
+            sum(&m, "intraport_connections_total", &["outcome=\"accepted\""]),
+        ),
+        (
+            "handshakes_ok",
+            sum(
+                &m,
+                "intraport_tls_handshake_duration_seconds_count",
+                &["outcome=\"success\""],
+            ),
+        ),
+        ("requests", sum(&m, "intraport_http_requests_total", &[])),
+        (
+            "requests_forwarded",
+            sum(&m, "intraport_http_requests_total", &["code=\"forwarded\""]),
+        ),
+        (
+            "auth_valid",
+            sum(
+                &m,
+                "intraport_token_validation_duration_seconds_count",
+                &["result=\"valid\""],
+            ),
+        ),
+        (
+            "auth_failed",
+            sum(&m, "intraport_token_validation_duration_seconds_count", &[])
+                - sum(
+                    &m,
+                    "intraport_token_validation_duration_seconds_count",
+                    &["result=\"valid\""],
+                ),
+        ),
+        ("bans_active", sum(&m, "intraport_bans_active", &[])),
+    ];
+    for (id, want) in expect {
+        let shown: f64 = element(&dom, id).parse().unwrap();
+        assert_eq!(shown, want, "{id} on the page");
+    }
+    // What the traffic was, independently of both.
+    assert_eq!(element(&dom, "requests"), "6");
+    assert_eq!(element(&dom, "requests_forwarded"), "5");
+    let failed: f64 = element(&dom, "handshakes_failed").parse().unwrap();
+    assert_eq!(
+        failed,
+        sum(&m, "intraport_tls_handshake_duration_seconds_count", &[])
+            - sum(
+                &m,
+                "intraport_tls_handshake_duration_seconds_count",
+                &["outcome=\"success\""]
+            )
+    );
+    assert!(failed >= 1.0);
+    // The charts have data: the sampler ran during the traffic.
+    assert!(dom.contains("data-series=\"open\""), "no connection series");
+    assert!(dom.contains("data-series=\"valid per second\""));
+
+    // The screenshot renders (inline SVG, no external assets).
+    let shot = dir.join("status.png");
+    tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let shot = shot.clone();
+        move || {
+            chromium(
+                &dir,
+                &[
+                    format!("--screenshot={}", shot.display()),
+                    "--window-size=1280,1400".to_string(),
+                    url,
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+
+    // Every metric the Grafana dashboard queries exists in the exposition.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/grafana/intraport-gateway.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exposition = metrics(g.admin).await;
+    let names: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("intraport_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    names.contains(name.as_str()),
+                    "the dashboard queries {name}, which /metrics lacks"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried}");
 }
