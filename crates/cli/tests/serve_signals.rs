@@ -6,49 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Guard, free_port, wait_for};
-
-/// A plain HTTP/1.1 upstream: `/…stream` answers 20 chunks 100 ms apart, anything
-/// else `ok`.
-fn upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                reader.read_line(&mut first).unwrap_or_default();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                if first.contains("stream") {
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-                    for i in 0..20 {
-                        let chunk = format!("part-{i:02}\n");
-                        let _ = s.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    let _ = s.write_all(b"0\r\n\r\n");
-                } else {
-                    let _ = s.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                }
-            });
-        }
-    });
-    addr
-}
+use common::{Guard, free_port, serve_config as config, upstream, wait_for};
 
 /// `GET path` over a fresh connection: the status, or None when refused.
 fn get(addr: SocketAddr, path: &str) -> Option<u16> {
@@ -61,22 +24,6 @@ fn get(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn config(port: u16, admin: u16, upstream: SocketAddr, routes: &[&str]) -> String {
-    let mut t = format!(
-        "[server]\nworker_threads = 1\nshutdown_grace_seconds = 10\nwatch_config = false\n\
-         [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-         [[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n"
-    );
-    for r in routes {
-        t += &format!(
-            "[[route]]\nname = \"{r}\"\nlistener = \"web\"\npath_prefix = \"/{r}\"\n\
-             upstream = \"http://{upstream}\"\nidentity = \"none\"\n\
-             [route.source]\nallow = [\"127.0.0.1\"]\n"
-        );
-    }
-    t
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -18,6 +18,7 @@ fn example_dir(pki: &Pki) -> std::path::PathBuf {
         ("server.pem", "certs/gateway.pem"),
         ("server-key.pem", "certs/gateway-key.pem"),
         ("client-ca.pem", "certs/clients-ca.pem"),
+        ("server-ca.pem", "certs/siem-ca.pem"),
     ] {
         std::fs::copy(pki.path(from), dir.join(to)).unwrap();
     }
@@ -50,6 +51,66 @@ fn the_documented_example_is_valid() {
     assert_eq!(cfg.abuse.bans.failures, 20);
     assert!(cfg.abuse.bans.allowlisted("10.20.0.7".parse().unwrap()));
     assert_eq!(cfg.abuse.idp_fetches_per_minute, 60);
+    let audit = cfg.audit.expect("the example's [audit]");
+    assert_eq!(audit.sinks.len(), 2);
+}
+
+#[test]
+fn audit_settings_are_checked_and_paths_resolved() {
+    use intraport_audit::SinkConfig;
+    let pki = Pki::new();
+    let good = "[audit]\nspool_dir = \"spool\"\n\
+        [[audit.sink]]\ntype = \"file\"\npath = \"logs/audit.jsonl\"\n\
+        [[audit.sink]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:6514\"\nca = \"server-ca.pem\"\n";
+    let cfg = Config::from_toml_str(good, &pki.dir).unwrap_or_else(|e| panic!("{}", show(&e)));
+    let audit = cfg.audit.unwrap();
+    assert_eq!(audit.spool_dir, Some(pki.dir.join("spool")));
+    match (&audit.sinks[0], &audit.sinks[1]) {
+        (SinkConfig::File(f), SinkConfig::Syslog(s)) => {
+            assert_eq!(f.path, pki.dir.join("logs/audit.jsonl"));
+            assert_eq!(s.ca, Some(pki.dir.join("server-ca.pem")));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No sink: no audit pipeline.
+    assert!(
+        Config::from_toml_str("[audit]\n", &pki.dir)
+            .unwrap()
+            .audit
+            .is_none()
+    );
+
+    // A bad value in the second sink: reported at its line, with its field.
+    let bad = "[admin]\nlisten = \"127.0.0.1:0\"\nstatus_sample_interval_ms = 5\n[audit]\n\
+        [[audit.sink]]\ntype = \"file\"\npath = \"a.jsonl\"\n\
+        [[audit.sink]]\ntype = \"file\"\npath = \"b.jsonl\"\ncommit_interval_ms = 0\n";
+    let errors = Config::from_toml_str(bad, &pki.dir).unwrap_err();
+    let text = show(&errors);
+    assert_eq!(errors.len(), 2, "{text}");
+    let at = |path: &str| {
+        errors
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no error at {path}: {text}"))
+    };
+    assert_eq!(at("admin.status_sample_interval_ms").line, 3, "{text}");
+    let commit = at("audit.sink[1].commit_interval_ms");
+    assert_eq!(commit.line, 11, "{text}");
+    assert!(commit.message.contains("1..=10000"), "{text}");
+    // An unknown key in a sink, and a syslog TLS sink whose CA file is missing.
+    let errors = Config::from_toml_str(
+        "[[audit.sink]]\ntype = \"file\"\npath = \"a\"\nfsync = true\n",
+        &pki.dir,
+    )
+    .unwrap_err();
+    assert!(show(&errors).contains("fsync"), "{}", show(&errors));
+    let errors = Config::from_toml_str(
+        "[audit]\nspool_dir = \"s\"\n[[audit.sink]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"h:1\"\nca = \"missing.pem\"\n",
+        &pki.dir,
+    )
+    .unwrap_err();
+    assert_eq!(errors[0].path, "audit.sink[0].ca", "{}", show(&errors));
+    assert_eq!(errors[0].line, 7, "{}", show(&errors));
 }
 
 #[test]
