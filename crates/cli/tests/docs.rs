@@ -22,6 +22,24 @@ fn readme_gateway_example_is_the_checked_example_file() {
 }
 
 #[test]
+fn readme_audit_field_mapping_is_fields_md() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let fields =
+        std::fs::read_to_string(common::root().join("crates/audit/FIELDS.md")).unwrap();
+    let (_, after) = readme
+        .split_once("<!-- audit-fields -->\n")
+        .expect("README has the marked audit field mapping");
+    let (block, _) = after
+        .split_once("<!-- /audit-fields -->")
+        .expect("the mapping's end marker");
+    assert_eq!(
+        block.trim_end(),
+        fields.trim_end(),
+        "README's audit field mapping differs from crates/audit/FIELDS.md: copy the file into the README"
+    );
+}
+
+#[test]
 fn every_command_in_the_readme_table_has_help() {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
     let commands: Vec<Vec<&str>> = readme

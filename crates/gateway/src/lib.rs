@@ -9,12 +9,14 @@
 //! time without dropping connections ([`GatewayHandle::reload`]).
 //!
 //! What it is not: the policy itself (which lives in `intraport-policy`, so that the
-//! CLI and the gateway agree), nor an audit or metrics pipeline (yet).
+//! CLI and the gateway agree), nor the audit sinks (`intraport-audit`: this crate
+//! builds the events and hands them over).
 //!
 //! Layout: [`config`] reads and validates; [`tls`] builds listener TLS and classifies
 //! handshake failures; `gateway` owns listeners, providers, reload and shutdown;
 //! `http` and `tcp` are the per-connection data planes; `upstream` the pooled
-//! upstream clients; `admin` the health endpoints.
+//! upstream clients; `observe` the audit events they emit; `metrics` the Prometheus
+//! registry; `status` the `/status` page; `admin` the admin endpoints.
 
 mod admin;
 mod body;
