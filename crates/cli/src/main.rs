@@ -66,22 +66,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Rust ignores SIGPIPE, so `intraport ports | head` would panic on the closed
-    // pipe; commands that only read files take the default (quiet exit) like any
-    // Unix tool. Commands that talk to the network keep ignoring it: their sockets
-    // are also written with writev, which (unlike send with MSG_NOSIGNAL) raises
-    // SIGPIPE when the peer has gone, e.g. a gateway that refused the handshake.
-    let offline = matches!(
-        cli.command,
-        Command::Ports(_)
-            | Command::Pcap(_)
-            | Command::Rules(_)
-            | Command::Config(_)
-            | Command::Probe(cmd::probe::Command::Report(_))
-    );
-    if offline {
-        sigpipe::reset();
-    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

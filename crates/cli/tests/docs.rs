@@ -24,8 +24,7 @@ fn readme_gateway_example_is_the_checked_example_file() {
 #[test]
 fn readme_audit_field_mapping_is_fields_md() {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
-    let fields =
-        std::fs::read_to_string(common::root().join("crates/audit/FIELDS.md")).unwrap();
+    let fields = std::fs::read_to_string(common::root().join("crates/audit/FIELDS.md")).unwrap();
     let (_, after) = readme
         .split_once("<!-- audit-fields -->\n")
         .expect("README has the marked audit field mapping");

@@ -237,3 +237,19 @@ fn as_rules_prints_the_allow_rules_for_a_role() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("10.0.0.300"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    // `intraport ports | head -0`: the reader is gone before anything is written.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_intraport"))
+        .args(["ports", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

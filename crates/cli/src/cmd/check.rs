@@ -15,6 +15,7 @@ use intraport_netcheck::portmap::{PortMap, Selection};
 use intraport_netcheck::target::{Target, targets_for};
 use intraport_netcheck::tls::{roots_from_pem, system_roots};
 
+use crate::output::out;
 use crate::output::{Format, Outcome, print_json};
 
 /// Check reachability and TLS of endpoints, and look for TLS interception and
@@ -150,7 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let ok = reports.iter().all(|r| r.ok);
     match Format::resolve(args.format) {
         Format::Json => print_json(&serde_json::json!({ "ok": ok, "targets": reports }))?,
-        Format::Table => print!("{}", check_table(&reports)),
+        Format::Table => out!("{}", check_table(&reports)),
     }
     Ok(if ok { Outcome::Ok } else { Outcome::Failed })
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use intraport_gateway::{Config, ConfigError, config::Routes, load_config};
 use serde_json::json;
 
+use crate::output::outln;
 use crate::output::{Format, Outcome, print_json};
 
 /// `config` subcommands.
@@ -74,7 +75,7 @@ fn check(args: CheckArgs) -> Result<Outcome> {
         }
         (Ok(c), Format::Table) => {
             let (listeners, routes) = counts(c);
-            println!(
+            outln!(
                 "{}: valid ({listeners} listeners, {routes} routes, {} providers)",
                 args.file.display(),
                 c.providers.len()
@@ -87,9 +88,9 @@ fn check(args: CheckArgs) -> Result<Outcome> {
         }))?,
         (Err(errors), Format::Table) => {
             for e in errors {
-                println!("{e}");
+                outln!("{e}");
             }
-            println!(
+            outln!(
                 "{}: invalid ({} error{})",
                 args.file.display(),
                 errors.len(),

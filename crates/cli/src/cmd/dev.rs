@@ -14,6 +14,7 @@ use intraport_devissuer::{DevIssuer, DevIssuerConfig, IssuedToken, TokenRequest,
 use intraport_gateway::Gateway;
 use serde_json::json;
 
+use crate::output::out;
 use crate::output::{Format, Outcome, print_json};
 
 /// `dev` arguments.
@@ -339,7 +340,7 @@ fn print_table(s: &Summary) {
     line(format!("  {}", s.curl_token));
     line(String::new());
     line("Press Ctrl-C to stop.".into());
-    print!("{out}");
+    out!("{out}");
 }
 
 async fn wait_for_stop() {

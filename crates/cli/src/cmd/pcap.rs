@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use intraport_capture::{Connection, Report, analyze_file};
 use intraport_netcheck::table::Table;
 
+use crate::output::out;
 use crate::output::{Format, Outcome, print_json};
 
 /// Arguments of `pcap`.
@@ -33,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let report = analyze_file(&args.file)?;
     match Format::resolve(args.format) {
         Format::Json => print_json(&report)?,
-        Format::Table => print!("{}", table(&report, args.failed_only)),
+        Format::Table => out!("{}", table(&report, args.failed_only)),
     }
     Ok(if report.any_failed() {
         Outcome::Failed

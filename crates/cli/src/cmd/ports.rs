@@ -9,6 +9,7 @@ use intraport_netcheck::portmap::{PortMap, Selection};
 use intraport_netcheck::render::{ports_csv, ports_table};
 use intraport_netcheck::rules::{RuleFormat, render_rules, required_flows};
 
+use crate::output::out;
 use crate::output::{Format, Outcome, print_json};
 
 /// How `ports` prints the map.
@@ -115,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         for w in &rendered.warnings {
             eprintln!("intraport: warning: {w}");
         }
-        print!("{}", rendered.text);
+        out!("{}", rendered.text);
         return Ok(Outcome::Ok);
     }
     // A listing shows optional rows too; they are marked.
@@ -137,8 +138,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             "roles": map.roles,
             "rows": rows,
         }))?,
-        PortsFormat::Table => print!("{}", ports_table(rows)),
-        PortsFormat::Csv => print!("{}", ports_csv(rows)?),
+        PortsFormat::Table => out!("{}", ports_table(rows)),
+        PortsFormat::Csv => out!("{}", ports_csv(rows)?),
     }
     Ok(Outcome::Ok)
 }

@@ -11,6 +11,7 @@ use intraport_probe::{
     Metrics, MetricsServer, PreparedProbe, RunResult, Runner, Store, SystemClock,
 };
 
+use crate::output::outln;
 use crate::output::{Format, Outcome, print_json};
 
 /// `probe` subcommands.
@@ -152,10 +153,10 @@ async fn wait_for_signal() {
 fn print_runs(results: &[RunResult]) {
     for r in results {
         let verdict = if r.ok { "ok" } else { "FAILED" };
-        println!("{}  {verdict}  {:.1} ms", r.probe, r.duration_ms);
+        outln!("{}  {verdict}  {:.1} ms", r.probe, r.duration_ms);
         for s in &r.stages {
             let mark = if s.ok { "" } else { "  <- failed" };
-            println!("  {:<18} {:>9.1} ms{mark}", s.stage, s.duration_ms);
+            outln!("  {:<18} {:>9.1} ms{mark}", s.stage, s.duration_ms);
         }
         for x in r.replication.iter().flat_map(|rep| &rep.replicas) {
             let state = match (&x.error, x.caught_up) {
@@ -169,14 +170,15 @@ fn print_runs(results: &[RunResult]) {
                 (Some(false), None) => "contextCSN lacks a provider's server id".to_string(),
                 (None, _) => "contextCSN not compared".to_string(),
             };
-            println!(
+            outln!(
                 "  replica {}: {state} after {:.1} ms, {csn}",
-                x.replica, x.lag_ms
+                x.replica,
+                x.lag_ms
             );
         }
         if let Some(f) = &r.failure {
             let code = f.error.code.as_deref().unwrap_or("-");
-            println!(
+            outln!(
                 "  failure: {} at {} ({code}): {}",
                 f.error.class.as_str(),
                 f.stage,
@@ -206,7 +208,7 @@ fn report_cmd(args: ReportArgs) -> Result<Outcome> {
 
 fn print_report(report: &Report) {
     for p in &report.probes {
-        println!(
+        outln!(
             "{}: {} runs, {} ok ({:.1} %), every {} s",
             p.probe,
             p.runs,
@@ -214,12 +216,19 @@ fn print_report(report: &Report) {
             p.success_rate * 100.0,
             p.interval_seconds
         );
-        println!(
+        outln!(
             "  {:<18} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
-            "stage", "count", "p50 ms", "p90", "p95", "p99", "max", "fail"
+            "stage",
+            "count",
+            "p50 ms",
+            "p90",
+            "p95",
+            "p99",
+            "max",
+            "fail"
         );
         for s in &p.stages {
-            println!(
+            outln!(
                 "  {:<18} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>6}",
                 s.stage,
                 s.stats.count,
@@ -232,7 +241,7 @@ fn print_report(report: &Report) {
             );
         }
         for r in &p.replication {
-            println!(
+            outln!(
                 "  replica {}: caught up {}/{} runs, lag p50 {:.3} ms, p99 {:.3} ms, worst {:.3} ms; contextCSN behind in {}/{}",
                 r.replica,
                 r.caught_up,
@@ -245,10 +254,10 @@ fn print_report(report: &Report) {
             );
         }
         for s in &p.spikes {
-            println!("  spike: {}", s.summary);
+            outln!("  spike: {}", s.summary);
         }
         for (class, n) in &p.failure_classes {
-            println!("  failures {class}: {n}");
+            outln!("  failures {class}: {n}");
         }
     }
 }

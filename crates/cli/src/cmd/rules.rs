@@ -13,6 +13,7 @@ use intraport_rules::{
 };
 use serde::Serialize;
 
+use crate::output::outln;
 use crate::output::{Format, Outcome, print_json};
 
 /// Firewall and NAT rule audits.
@@ -222,7 +223,7 @@ fn port_map_flows(args: &AuditArgs, format: InputFormat) -> anyhow::Result<Vec<R
 }
 
 fn print_table(report: &Report, cov: &[CoverageResult]) {
-    println!(
+    outln!(
         "{}: {} tables, {} rules, {} base chains analysed, {} findings",
         report.file,
         report.stats.tables,
@@ -231,12 +232,12 @@ fn print_table(report: &Report, cov: &[CoverageResult]) {
         report.findings.len()
     );
     if !report.findings.is_empty() {
-        println!();
-        println!("{:<8} {:<13} {:<28} MESSAGE", "SEVERITY", "KIND", "RULE");
+        outln!();
+        outln!("{:<8} {:<13} {:<28} MESSAGE", "SEVERITY", "KIND", "RULE");
     }
     for f in &report.findings {
         let rule = f.rule.as_ref().map(|r| r.to_string()).unwrap_or_default();
-        println!(
+        outln!(
             "{:<8} {:<13} {:<28} {}",
             f.severity.to_string(),
             f.kind.to_string(),
@@ -244,13 +245,13 @@ fn print_table(report: &Report, cov: &[CoverageResult]) {
             f.message
         );
         for r in &f.related {
-            println!("{:<51} related: {r}  {}", "", r.text);
+            outln!("{:<51} related: {r}  {}", "", r.text);
         }
         if let Some(p) = &f.example {
-            println!("{:<51} example: {p}", "");
+            outln!("{:<51} example: {p}", "");
         }
         if let Some(p) = &f.translated {
-            println!("{:<51} after NAT: {p}", "");
+            outln!("{:<51} after NAT: {p}", "");
         }
     }
     if !cov.is_empty() {
@@ -260,15 +261,15 @@ fn print_table(report: &Report, cov: &[CoverageResult]) {
             .max()
             .unwrap_or(0)
             .max(4);
-        println!();
-        println!("{:<w$} {:<10} {:<12} BY", "FLOW", "CHAIN", "STATUS");
+        outln!();
+        outln!("{:<w$} {:<10} {:<12} BY", "FLOW", "CHAIN", "STATUS");
         for c in cov {
             let status = serde_json::to_value(c.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
             let by: Vec<String> = c.by.iter().map(|r| r.to_string()).collect();
-            println!(
+            outln!(
                 "{:<w$} {:<10} {:<12} {}",
                 c.flow,
                 c.chain,
@@ -276,7 +277,7 @@ fn print_table(report: &Report, cov: &[CoverageResult]) {
                 by.join(", ")
             );
             if let Some(p) = &c.example {
-                println!("{:<pad$} example: {p}", "", pad = w + 24);
+                outln!("{:<pad$} example: {p}", "", pad = w + 24);
             }
         }
     }

@@ -13,6 +13,7 @@ use intraport_token::{
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::output::outln;
 use crate::output::{Format, Outcome, print_json};
 
 /// Token commands.
@@ -417,7 +418,7 @@ async fn verify(a: VerifyArgs) -> Result<Outcome> {
 
 fn print_verify_table(doc: &serde_json::Value) {
     if doc["valid"] == true {
-        println!("VALID");
+        outln!("VALID");
         let id = &doc["identity"];
         for (label, key) in [
             ("issuer", "issuer"),
@@ -431,7 +432,7 @@ fn print_verify_table(doc: &serde_json::Value) {
             ("username", "username"),
         ] {
             if let Some(v) = id[key].as_str() {
-                println!("  {label:<10} {v}");
+                outln!("  {label:<10} {v}");
             }
         }
         for (label, key) in [
@@ -441,15 +442,15 @@ fn print_verify_table(doc: &serde_json::Value) {
         ] {
             if let Some(list) = id[key].as_array().filter(|l| !l.is_empty()) {
                 let items: Vec<&str> = list.iter().filter_map(|v| v.as_str()).collect();
-                println!("  {label:<10} {}", items.join(", "));
+                outln!("  {label:<10} {}", items.join(", "));
             }
         }
         if id["groups_overage"] == true {
-            println!("  groups     (overage: the token does not list every group)");
+            outln!("  groups     (overage: the token does not list every group)");
         }
         if let Some(exp) = id["expires_at"].as_u64() {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp);
-            println!(
+            outln!(
                 "  {:<10} {}",
                 "expires",
                 humantime::format_rfc3339_seconds(t)
@@ -457,9 +458,9 @@ fn print_verify_table(doc: &serde_json::Value) {
         }
         if let Some(route) = doc["route"].as_str() {
             if doc["allowed"] == true {
-                println!("ALLOWED by route {route}");
+                outln!("ALLOWED by route {route}");
             } else {
-                println!(
+                outln!(
                     "REFUSED by route {route}  {}: {}",
                     doc["policy"]["code"].as_str().unwrap_or("?"),
                     doc["policy"]["message"].as_str().unwrap_or("?")
@@ -467,7 +468,7 @@ fn print_verify_table(doc: &serde_json::Value) {
             }
         }
     } else {
-        println!(
+        outln!(
             "INVALID  {}: {}",
             doc["error"]["code"].as_str().unwrap_or("?"),
             doc["error"]["message"].as_str().unwrap_or("?")
@@ -495,11 +496,11 @@ fn decode(a: DecodeArgs) -> Result<Outcome> {
     match Format::resolve(a.format) {
         Format::Json => print_json(&doc)?,
         Format::Table => {
-            println!("UNVERIFIED token (signature NOT checked)");
-            println!("header:");
-            println!("{}", serde_json::to_string_pretty(&header)?);
-            println!("claims:");
-            println!("{}", serde_json::to_string_pretty(&claims)?);
+            outln!("UNVERIFIED token (signature NOT checked)");
+            outln!("header:");
+            outln!("{}", serde_json::to_string_pretty(&header)?);
+            outln!("claims:");
+            outln!("{}", serde_json::to_string_pretty(&claims)?);
         }
     }
     Ok(Outcome::Ok)
@@ -552,14 +553,14 @@ async fn get(a: GetArgs) -> Result<Outcome> {
     match client::acquire(&http, &endpoint, &grant, &target).await {
         Ok(resp) => {
             if a.raw {
-                println!("{}", resp.access_token);
+                outln!("{}", resp.access_token);
             } else {
                 match Format::resolve(a.format) {
                     Format::Json => print_json(&resp)?,
                     Format::Table => {
-                        println!("access_token  {}", resp.access_token);
+                        outln!("access_token  {}", resp.access_token);
                         if let Some(e) = &resp.expires_in {
-                            println!("expires_in    {e}");
+                            outln!("expires_in    {e}");
                         }
                     }
                 }

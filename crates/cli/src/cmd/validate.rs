@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use intraport_probe::validate::{self, Difference, RunReport};
 use serde::Serialize;
 
+use crate::output::outln;
 use crate::output::{Format, Outcome, print_json};
 
 /// `validate` arguments.
@@ -104,27 +105,30 @@ pub fn run(args: Args) -> Result<Outcome> {
 }
 
 fn print_table(out: &Output) {
-    println!("{}", out.run.gateway);
+    outln!("{}", out.run.gateway);
     for c in &out.run.cases {
         let verdict = if c.passed { "PASS" } else { "FAIL" };
         let error = c.observed.error.as_deref().unwrap_or("-");
-        println!(
+        outln!(
             "  {verdict}  {:<36} {:>3}  {:<22} {}",
-            c.name, c.observed.status, error, c.request
+            c.name,
+            c.observed.status,
+            error,
+            c.request
         );
         for m in &c.mismatches {
-            println!("        {m}");
+            outln!("        {m}");
         }
     }
-    println!("  {} passed, {} failed", out.run.passed, out.run.failed);
+    outln!("  {} passed, {} failed", out.run.passed, out.run.failed);
     if let Some(c) = &out.compare {
-        println!(
+        outln!(
             "compared with {}: {} case(s) differ",
             c.run.gateway,
             c.differences.len()
         );
         for d in &c.differences {
-            println!(
+            outln!(
                 "  {:<36} {} {} -> {} {}",
                 d.case,
                 d.primary.status,
