@@ -454,3 +454,133 @@ async fn unfinished_tls_handshakes_are_cut_at_the_timeout() {
     let stats = g.gw.listener_stats("tls").await.unwrap();
     assert!(stats.handshake_failures_of(intraport_gateway::HandshakeFailure::Timeout) >= 2);
 }
+
+/// A loopback identity provider: discovery and the Minter's key set, counting every
+/// request it answers.
+async fn counting_idp(jwks: String) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::TokioIo;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let (seen, jwks) = (seen.clone(), jwks.clone());
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = if req.uri().path().ends_with("openid-configuration") {
+                            serde_json::json!({
+                                "issuer": mint::ISSUER,
+                                "jwks_uri": format!("http://{addr}/keys"),
+                            })
+                            .to_string()
+                        } else {
+                            jwks.clone()
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Tokens naming 30 key ids the provider never published, each of which would make
+/// a provider without a cool-down fetch again: with the global ceiling the identity
+/// provider sees at most the ceiling's fetches; without it, one per token.
+#[tokio::test]
+async fn the_global_ceiling_bounds_identity_provider_fetches_whatever_the_traffic() {
+    let pki = Pki::new();
+    let minter = Minter::new(&pki.dir);
+    let jwks = std::fs::read_to_string(&minter.jwks_path).unwrap();
+    let up = upstream::http1().await;
+    let mut fetched = Vec::new();
+    for ceiling in [3, 0] {
+        let (idp, count) = counting_idp(jwks.clone()).await;
+        let text = format!(
+            r#"
+[server]
+watch_config = false
+[admin]
+listen = "127.0.0.1:0"
+[abuse]
+idp_fetches_per_minute = {ceiling}
+[abuse.bans]
+failures = 0
+
+[[provider]]
+name = "local"
+discovery = "http://{idp}/.well-known/openid-configuration"
+audiences = ["{aud}"]
+unknown_kid_cooldown_seconds = 0
+
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocol = "http"
+
+[[route]]
+name = "api"
+listener = "plain"
+upstream = "http://{up}"
+provider = "local"
+[route.source]
+allow = ["127.0.0.0/8"]
+"#,
+            aud = mint::AUDIENCE,
+        );
+        let gw = Gateway::start(Config::from_toml_str(&text, &pki.dir).unwrap())
+            .await
+            .unwrap();
+        eventually(10, "provider ready", || async {
+            gw.is_ready().then_some(())
+        })
+        .await;
+        let loaded = count.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(loaded, 2, "discovery and key set");
+        let api = format!("http://{}/api", gw.listener_addr("plain").await.unwrap());
+        let c = client_from("127.0.0.1");
+        for i in 0..30 {
+            let token = minter.sign(
+                &serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": format!("rotated-{i}")}),
+                &minter.claims(),
+            );
+            let r = c.get(&api).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        // The key set it has keeps serving.
+        let good = minter.token(&minter.claims());
+        assert_eq!(
+            c.get(&api).bearer_auth(good).send().await.unwrap().status(),
+            200
+        );
+        let n = count.load(std::sync::atomic::Ordering::SeqCst);
+        let refused = gw.abuse_stats().idp_fetches_refused;
+        if ceiling > 0 {
+            assert!(
+                n <= ceiling,
+                "{n} fetches with a ceiling of {ceiling} per minute"
+            );
+            assert!(
+                refused >= 25,
+                "only {refused} fetches refused by the ceiling"
+            );
+        } else {
+            assert_eq!(refused, 0);
+        }
+        fetched.push(n);
+        gw.shutdown(Duration::from_secs(1)).await;
+    }
+    // Without the ceiling the same traffic fetches once per unknown key id (at least).
+    assert!(fetched[1] >= 30, "{fetched:?}");
+}
