@@ -1,6 +1,7 @@
 //! Audit durability when `intraport serve` is killed with SIGKILL under load: in
 //! `durability = "sync"` every request that got a response has its event in the file;
 //! in group-commit mode the events lost are only those of the last commit interval.
+//! And SIGTERM under load flushes every queued event, even with a long commit interval.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -39,11 +40,14 @@ struct Run {
     killed: Instant,
     /// Request ids in the audit file.
     logged: HashSet<String>,
+    /// Connection ids with a `connection-accepted` event, and with a `connection-closed`.
+    opened: HashSet<u64>,
+    closed: HashSet<u64>,
 }
 
-/// Serve with an audit file sink of `durability`, load it from six clients, kill -9
-/// after `load`, and read back the file.
-fn crash(durability: &str, commit_ms: u64, load: Duration) -> Run {
+/// Serve with an audit file sink of `durability`, load it from six clients, send
+/// `signal` after `load`, and read back the file once the process is gone.
+fn crash(durability: &str, commit_ms: u64, load: Duration, signal: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let audit = dir.path().join("audit.jsonl");
@@ -86,30 +90,47 @@ fn crash(durability: &str, commit_ms: u64, load: Duration) -> Run {
         })
         .collect();
     std::thread::sleep(load);
-    gw.0.kill().unwrap(); // SIGKILL
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &gw.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
     let killed = Instant::now();
     gw.0.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
-    let logged = std::fs::read_to_string(&audit)
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
         .unwrap()
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let logged = events
+        .iter()
         .filter_map(|e| e["http"]["request"]["id"].as_str().map(str::to_string))
         .collect();
+    let conns = |action: &str| -> HashSet<u64> {
+        events
+            .iter()
+            .filter(|e| e["event"]["action"] == action)
+            .filter_map(|e| e["intraport"]["connection_id"].as_u64())
+            .collect()
+    };
+    let (opened, closed) = (conns("connection-accepted"), conns("connection-closed"));
     let answered = std::mem::take(&mut *answered.lock().unwrap());
     Run {
         answered,
         killed,
         logged,
+        opened,
+        closed,
     }
 }
 
 #[test]
 fn sync_durability_loses_no_answered_request_on_kill_9() {
-    let run = crash("sync", 100, Duration::from_millis(1500));
+    let run = crash("sync", 100, Duration::from_millis(1500), "KILL");
     assert!(
         run.answered.len() >= 50,
         "only {} answered",
@@ -132,7 +153,7 @@ fn sync_durability_loses_no_answered_request_on_kill_9() {
 #[test]
 fn group_commit_loses_at_most_the_last_commit_interval_on_kill_9() {
     let commit = Duration::from_millis(100);
-    let run = crash("group", 100, Duration::from_millis(1500));
+    let run = crash("group", 100, Duration::from_millis(1500), "KILL");
     assert!(
         run.answered.len() >= 50,
         "only {} answered",
@@ -154,5 +175,29 @@ fn group_commit_loses_at_most_the_last_commit_interval_on_kill_9() {
     assert!(
         oldest <= commit + Duration::from_millis(150),
         "an event answered {oldest:?} before the kill was lost"
+    );
+}
+
+#[test]
+fn sigterm_flushes_every_queued_event() {
+    let run = crash("group", 10_000, Duration::from_millis(1000), "TERM");
+    assert!(
+        run.answered.len() >= 50,
+        "only {} answered",
+        run.answered.len()
+    );
+    let missing = run
+        .answered
+        .iter()
+        .filter(|(rid, _)| !run.logged.contains(rid))
+        .count();
+    assert_eq!(missing, 0, "of {} answered", run.answered.len());
+    // The last events of all, written while draining just before exit: every
+    // connection's end.
+    assert!(run.opened.len() >= run.answered.len());
+    let unclosed: Vec<&u64> = run.opened.difference(&run.closed).collect();
+    assert!(
+        unclosed.is_empty(),
+        "connections without their end event: {unclosed:?}"
     );
 }
