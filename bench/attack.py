@@ -11,13 +11,26 @@ normal load (which comes from 127.0.0.1 with valid tokens):
 - a slowloris pool: 200 connections from 127.0.2.x that dribble header lines and never
   finish a request.
 
+`--rate N` caps the spray at N requests (or reconnect attempts) per second in total,
+so that on a small machine the attacker does not simply starve the load generator of
+CPU: the figure then measures the gateway, not the machine. Without it the sprayers go
+as fast as they can.
+
 Only the Python standard library; loopback only.
 """
 
+import argparse
 import asyncio
-import sys
 
-HOST, PORT = "127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 18090
+ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ARGS.add_argument("port", nargs="?", type=int, default=18090)
+ARGS.add_argument("--rate", type=float, default=0, help="spray requests per second in total (0: unbounded)")
+ARGS.add_argument("--slow", type=int, default=200, help="slowloris connections")
+OPTS = ARGS.parse_args()
+HOST, PORT = "127.0.0.1", OPTS.port
+SOURCES = 250
+# Each sprayer's pause between requests, so that all together send --rate per second.
+PAUSE = SOURCES / OPTS.rate if OPTS.rate > 0 else 0
 BAD = (
     b"GET / HTTP/1.1\r\nHost: bench\r\n"
     b"Authorization: Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImZvcmdlZCJ9.eyJzdWIiOiJ4In0.c2ln\r\n\r\n"
@@ -33,9 +46,12 @@ async def spray(src: str) -> None:
                 await writer.drain()
                 if not await reader.read(65536):
                     break
+                await asyncio.sleep(PAUSE)
             writer.close()
         except OSError:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(PAUSE or 0.05)
+            continue
+        await asyncio.sleep(PAUSE)
 
 
 async def slowloris(src: str) -> None:
@@ -52,8 +68,8 @@ async def slowloris(src: str) -> None:
 
 
 async def main() -> None:
-    tasks = [spray(f"127.0.1.{i}") for i in range(1, 251)]
-    tasks += [slowloris(f"127.0.2.{i % 250 + 1}") for i in range(200)]
+    tasks = [spray(f"127.0.1.{i}") for i in range(1, SOURCES + 1)]
+    tasks += [slowloris(f"127.0.2.{i % 250 + 1}") for i in range(OPTS.slow)]
     await asyncio.gather(*tasks)
 
 
