@@ -279,16 +279,19 @@ pub(crate) async fn next(
 /// The longest a group-commit batch waits for more events before it is written.
 const LINGER: Duration = Duration::from_millis(5);
 
-/// Adds to `items` what arrives within `wait`, up to a full batch (returns at once
-/// when an event waits for its acknowledgement).
+/// Adds to `items` what arrived within `wait`, up to a full batch. It sleeps the
+/// whole wait and then takes what is queued, so that a burst of events wakes the
+/// worker once rather than once per event (returns at once when an event waits for
+/// its acknowledgement).
 async fn linger(rx: &mut mpsc::Receiver<Item>, items: &mut Vec<Item>, wait: Duration) {
-    let until = sleep_until(tokio::time::Instant::now() + wait);
-    tokio::pin!(until);
-    while items.len() < BATCH && items.iter().all(|i| i.ack.is_none()) {
-        tokio::select! {
-            biased;
-            n = rx.recv_many(items, BATCH - items.len()) => if n == 0 { return },
-            () = &mut until => return,
+    if items.len() >= BATCH || items.iter().any(|i| i.ack.is_some()) {
+        return;
+    }
+    tokio::time::sleep(wait).await;
+    while items.len() < BATCH {
+        match rx.try_recv() {
+            Ok(item) => items.push(item),
+            Err(_) => return,
         }
     }
 }

@@ -99,6 +99,14 @@ impl<'a> Json<'a> {
         self.key(k);
         json_string(v, self.out);
     }
+    /// A value whose `Display` form needs no JSON escaping (addresses, ids), written
+    /// without an intermediate string.
+    fn plain(&mut self, k: &str, v: &dyn std::fmt::Display) {
+        self.key(k);
+        self.out.push(b'"');
+        let _ = write!(self.out, "{v}");
+        self.out.push(b'"');
+    }
     fn opt_str(&mut self, k: &str, v: Option<&str>) {
         if let Some(v) = v {
             self.str(k, v);
@@ -175,22 +183,28 @@ fn micros(d: Option<std::time::Duration>) -> Option<u128> {
     d.map(|d| d.as_micros())
 }
 
-/// A one-line human summary, used as ECS `message` when the event has none.
-pub fn summary(event: &Event) -> String {
-    let mut s = format!("{} {}", event.action.as_str(), event.outcome.as_str());
+thread_local! {
+    /// The summary of the event being formatted, reused between events.
+    static SUMMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Writes the one-line human summary used as ECS `message` when the event has none.
+fn write_summary(event: &Event, s: &mut String) {
+    use std::fmt::Write as _;
+    s.push_str(event.action.as_str());
+    s.push(' ');
+    s.push_str(event.outcome.as_str());
     if let Some(r) = &event.reason {
         s.push_str(" reason=");
         s.push_str(r);
     }
     if let Some(src) = event.source {
-        s.push_str(" source=");
-        s.push_str(&src.to_string());
+        let _ = write!(s, " source={src}");
     }
     if let Some(route) = &event.route {
         s.push_str(" route=");
         s.push_str(route);
     }
-    s
 }
 
 fn addr(j: &mut Json<'_>, k: &str, a: Option<SocketAddr>, bytes: Option<u64>) {
@@ -199,7 +213,7 @@ fn addr(j: &mut Json<'_>, k: &str, a: Option<SocketAddr>, bytes: Option<u64>) {
     }
     j.obj(k);
     if let Some(a) = a {
-        j.str("ip", &a.ip().to_string());
+        j.plain("ip", &a.ip());
         j.num("port", a.port() as u128);
     }
     j.opt_num("bytes", bytes.map(u128::from));
@@ -216,14 +230,18 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
     j.out.push(b'"');
     match &event.message {
         Some(m) => j.str("message", m),
-        None => j.str("message", &summary(event)),
+        None => SUMMARY.with_borrow_mut(|s| {
+            s.clear();
+            write_summary(event, s);
+            j.str("message", s);
+        }),
     }
     j.obj("ecs");
     j.str("version", ECS_VERSION);
     j.end();
 
     j.obj("event");
-    j.str("id", &event.id.to_string());
+    j.plain("id", &event.id);
     j.str("kind", "event");
     j.list("category", ecs_category(event));
     j.list("type", ecs_type(event));
@@ -317,7 +335,7 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
     j.opt_str("listener", event.listener.as_deref());
     j.opt_str("route", event.route.as_deref());
     if let Some(u) = event.upstream {
-        j.str("upstream", &u.to_string());
+        j.plain("upstream", &u);
     }
     if let Some(i) = event.identity.as_deref()
         && (i.kid.is_some() || i.tid.is_some() || i.oid.is_some() || i.azp.is_some())
