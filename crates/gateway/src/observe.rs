@@ -82,16 +82,11 @@ pub(crate) fn identity(
 /// The `kid` header of a token that failed validation, read without trusting it, for
 /// the audit log (which key an attacker claims is a useful signal).
 pub(crate) fn unverified_kid(token: &str) -> Option<Text> {
-    use base64::Engine;
-    let header = token.split('.').next()?;
-    if header.len() > 2048 {
+    if token.split('.').next()?.len() > 2048 {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let kid = v.get("kid")?.as_str()?;
+    let header = intraport_token::decode_header_json(token)?;
+    let kid = header.get("kid")?.as_str()?;
     // Bounded and printable: it is attacker-chosen and goes to a SIEM.
     (kid.len() <= 128 && kid.bytes().all(|b| (0x21..0x7f).contains(&b))).then(|| Text::from(kid))
 }

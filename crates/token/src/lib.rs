@@ -33,6 +33,6 @@ pub use jwt::Policy;
 pub use keys::{Algorithm, KeySet};
 pub use provider::{
     FetchGate, JwksLocation, MetadataSource, Provider, ProviderConfig, SourceStatus, TokenVersion,
-    Verified,
+    Verified, decode_header_json,
 };
 pub use settings::ProviderSettings;

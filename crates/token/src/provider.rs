@@ -723,10 +723,19 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The payload of a token as JSON, unverified (for display only).
 pub fn decode_claims_json(token: &str) -> Option<serde_json::Value> {
+    decode_segment_json(token, 1)
+}
+
+/// The header of a token as JSON, unverified (for display and audit logs only).
+pub fn decode_header_json(token: &str) -> Option<serde_json::Value> {
+    decode_segment_json(token, 0)
+}
+
+fn decode_segment_json(token: &str, index: usize) -> Option<serde_json::Value> {
     use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
+    let segment = token.split('.').nth(index)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
+        .decode(segment.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
