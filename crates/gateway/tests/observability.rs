@@ -791,3 +791,31 @@ async fn status_page_in_chromium_shows_what_metrics_has_and_the_dashboard_querie
     }
     assert!(queried >= 20, "{queried}");
 }
+
+/// `durability = "sync"` fails closed: when the request's event cannot be written (a
+/// full disk: `/dev/full`), the client gets 503 `audit_unavailable`, not the response.
+#[tokio::test]
+async fn sync_durability_refuses_the_response_whose_event_cannot_be_written() {
+    let pki = Pki::new();
+    let minter = Minter::new(&pki.dir);
+    let up = upstream::http1().await;
+    let text = config_text(&minter, up, Path::new("/dev/full"))
+        .replace("commit_interval_ms = 10", "durability = \"sync\"");
+    let config = intraport_gateway::Config::from_toml_str(&text, &pki.dir).unwrap();
+    let gw = Gateway::start(config).await.unwrap();
+    eventually(10, "provider ready", || async {
+        gw.is_ready().then_some(())
+    })
+    .await;
+    let api = format!("http://{}/api/x", gw.listener_addr("plain").await.unwrap());
+    let r = plain_client()
+        .get(&api)
+        .bearer_auth(minter.token(&minter.claims()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "audit_unavailable");
+    assert!(gw.audit_stats()[0].errors >= 1);
+}
