@@ -1,6 +1,8 @@
 //! Throughput of `Audit::emit` into a file sink in group-commit mode (the default):
 //! events per second from one emitting task, end to end (queued, formatted as ECS,
-//! written, fsynced every 100 ms). Criterion's throughput line reads in events/s.
+//! written, fsynced every 100 ms), and of the ECS and CEF formatters alone (the
+//! part of an event's cost the sink worker spends on the gateway's core). Criterion's
+//! throughput line reads in events/s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -89,6 +91,21 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    let sample = event(7);
+    let mut buf = Vec::with_capacity(4096);
+    for (name, format) in [
+        ("format_ecs", intraport_audit::Format::Ecs),
+        ("format_cef", intraport_audit::Format::Cef),
+    ] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                buf.clear();
+                intraport_audit::format::write_event(format, &sample, &mut buf);
+                buf.len()
+            })
+        });
+    }
     group.finish();
     let stats = rt.block_on(handle.shutdown());
     assert_eq!(stats[0].dropped, 0);

@@ -6,16 +6,30 @@
 //! is checked against `serde_json` by a property test.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::event::{Action, Event, Outcome};
 use crate::timefmt::{unix_millis, write_rfc3339};
 
+/// The ECS version, as a literal for the fixed text of [`write_ecs`].
+macro_rules! ecs_version {
+    () => {
+        "8.11.0"
+    };
+}
+
+/// The product name, as a literal for the fixed text of [`write_ecs`].
+macro_rules! product {
+    () => {
+        "intraport"
+    };
+}
+
 /// The ECS version the JSON lines declare in `ecs.version`.
-pub const ECS_VERSION: &str = "8.11.0";
+pub const ECS_VERSION: &str = ecs_version!();
 
 /// The product and vendor name in CEF headers and ECS `observer.product`.
-pub const PRODUCT: &str = "intraport";
+pub const PRODUCT: &str = product!();
 
 /// How an event is written as text (`"ecs"` or `"cef"` in configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -33,6 +47,52 @@ pub fn write_event(format: Format, event: &Event, out: &mut Vec<u8>) {
         Format::Ecs => write_ecs(event, out),
         Format::Cef => write_cef(event, out),
     }
+}
+
+// Numbers and addresses without `core::fmt`: formatting through `Display` cost more
+// than all the rest of an event's bytes, and the sink formats every event.
+
+/// Appends `v` in decimal.
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Appends `ip` in its standard text form (IPv6 compressed as `Display` does).
+pub(crate) fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(n.format(o).as_bytes());
+            }
+        }
+        // Rare on the hot path and with compression rules worth not rewriting.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends `a` as `ip:port` (`[ip%scope]:port` for IPv6, as `Display` does).
+pub(crate) fn put_socket(out: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            put_ip(out, IpAddr::V4(*v4.ip()));
+            out.push(b':');
+            put_u64(out, u64::from(a.port()));
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Microseconds of `d`, saturated (a u64 holds 584,000 years of them).
+fn micros(d: Option<std::time::Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 // ---------------------------------------------------------------------------------
@@ -75,7 +135,16 @@ pub fn ecs_type(event: &Event) -> &'static [&'static str] {
     }
 }
 
-/// A minimal streaming JSON object writer: keys are trusted literals, values escaped.
+/// `,"name":` as one literal, for [`Json`]'s keys: each key is one copy.
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
+}
+
+/// A minimal streaming JSON object writer: keys are trusted literals made by `key!`,
+/// values escaped. Each key, and each run of fixed text, is one copy: an event is a
+/// hundred small pieces, and the per-copy cost was most of its formatting time.
 struct Json<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
@@ -86,47 +155,53 @@ impl<'a> Json<'a> {
         out.push(b'{');
         Json { out, first: true }
     }
-    fn key(&mut self, k: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
+    /// Writes a `key!` literal, without its comma when it is the object's first.
+    fn key(&mut self, k: &'static str) {
+        let k = if self.first { &k[1..] } else { k };
         self.first = false;
-        self.out.push(b'"');
         self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
     }
-    fn str(&mut self, k: &str, v: &str) {
+    /// Writes fixed text: whole members (`,"name":value`), or a value after a key.
+    fn lit(&mut self, text: &'static str) {
+        let text = if self.first {
+            text.strip_prefix(',').unwrap_or(text)
+        } else {
+            text
+        };
+        self.first = false;
+        self.out.extend_from_slice(text.as_bytes());
+    }
+    fn str(&mut self, k: &'static str, v: &str) {
         self.key(k);
         json_string(v, self.out);
     }
-    /// A value whose `Display` form needs no JSON escaping (addresses, ids), written
-    /// without an intermediate string.
-    fn plain(&mut self, k: &str, v: &dyn std::fmt::Display) {
+    /// A string value that needs no JSON escaping (addresses, ids), written by `put`.
+    fn raw(&mut self, k: &'static str, put: impl FnOnce(&mut Vec<u8>)) {
         self.key(k);
         self.out.push(b'"');
-        let _ = write!(self.out, "{v}");
+        put(self.out);
         self.out.push(b'"');
     }
-    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+    fn opt_str(&mut self, k: &'static str, v: Option<&str>) {
         if let Some(v) = v {
             self.str(k, v);
         }
     }
-    fn num(&mut self, k: &str, v: u128) {
+    fn num(&mut self, k: &'static str, v: u64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        put_u64(self.out, v);
     }
-    fn opt_num(&mut self, k: &str, v: Option<u128>) {
+    fn opt_num(&mut self, k: &'static str, v: Option<u64>) {
         if let Some(v) = v {
             self.num(k, v);
         }
     }
-    fn bool(&mut self, k: &str, v: bool) {
+    fn bool(&mut self, k: &'static str, v: bool) {
         self.key(k);
         self.out
             .extend_from_slice(if v { b"true" } else { b"false" });
     }
-    fn list(&mut self, k: &str, v: &[&str]) {
+    fn list(&mut self, k: &'static str, v: &[&str]) {
         self.key(k);
         self.out.push(b'[');
         for (i, s) in v.iter().enumerate() {
@@ -138,7 +213,7 @@ impl<'a> Json<'a> {
         self.out.push(b']');
     }
     /// Opens a nested object under `k`; close it with [`Json::end`].
-    fn obj(&mut self, k: &str) {
+    fn obj(&mut self, k: &'static str) {
         self.key(k);
         self.out.push(b'{');
         self.first = true;
@@ -155,7 +230,22 @@ impl<'a> Json<'a> {
 /// Appends `s` as a JSON string literal (RFC 8259 escaping; non-ASCII kept as UTF-8).
 pub fn json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
+    json_escaped(s, out);
+    out.push(b'"');
+}
+
+/// Appends the inside of `s`'s JSON string literal. Almost every value needs no
+/// escape: one branch-free pass (which the compiler vectorises) finds that out, then
+/// the bytes are copied at once.
+fn json_escaped(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
+    let clean = bytes.iter().fold(true, |ok, &b| {
+        ok & (b >= 0x20) & (b != b'"') & (b != b'\\') & (b != 0x7f)
+    });
+    if clean {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -176,47 +266,40 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends the one-line human summary used as ECS `message` when the event has none,
+/// as a JSON string literal.
+fn json_summary(event: &Event, out: &mut Vec<u8>) {
+    out.push(b'"');
+    out.extend_from_slice(event.action.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(event.outcome.as_str().as_bytes());
+    if let Some(r) = &event.reason {
+        out.extend_from_slice(b" reason=");
+        json_escaped(r, out);
+    }
+    if let Some(src) = event.source {
+        out.extend_from_slice(b" source=");
+        put_socket(out, src);
+    }
+    if let Some(route) = &event.route {
+        out.extend_from_slice(b" route=");
+        json_escaped(route, out);
+    }
     out.push(b'"');
 }
 
-fn micros(d: Option<std::time::Duration>) -> Option<u128> {
-    d.map(|d| d.as_micros())
-}
-
-thread_local! {
-    /// The summary of the event being formatted, reused between events.
-    static SUMMARY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-/// Writes the one-line human summary used as ECS `message` when the event has none.
-fn write_summary(event: &Event, s: &mut String) {
-    use std::fmt::Write as _;
-    s.push_str(event.action.as_str());
-    s.push(' ');
-    s.push_str(event.outcome.as_str());
-    if let Some(r) = &event.reason {
-        s.push_str(" reason=");
-        s.push_str(r);
-    }
-    if let Some(src) = event.source {
-        let _ = write!(s, " source={src}");
-    }
-    if let Some(route) = &event.route {
-        s.push_str(" route=");
-        s.push_str(route);
-    }
-}
-
-fn addr(j: &mut Json<'_>, k: &str, a: Option<SocketAddr>, bytes: Option<u64>) {
+fn addr(j: &mut Json<'_>, k: &'static str, a: Option<SocketAddr>, bytes: Option<u64>) {
     if a.is_none() && bytes.is_none() {
         return;
     }
     j.obj(k);
     if let Some(a) = a {
-        j.plain("ip", &a.ip());
-        j.num("port", a.port() as u128);
+        j.raw(key!("ip"), |out| put_ip(out, a.ip()));
+        j.num(key!("port"), u64::from(a.port()));
     }
-    j.opt_num("bytes", bytes.map(u128::from));
+    j.opt_num(key!("bytes"), bytes);
     j.end();
 }
 
@@ -224,46 +307,52 @@ fn addr(j: &mut Json<'_>, k: &str, a: Option<SocketAddr>, bytes: Option<u64>) {
 /// crate documentation and `FIELDS.md`.
 pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
     let mut j = Json::open(out);
-    j.key("@timestamp");
-    j.out.push(b'"');
-    write_rfc3339(event.timestamp, j.out);
-    j.out.push(b'"');
+    j.raw(key!("@timestamp"), |out| {
+        write_rfc3339(event.timestamp, out)
+    });
     match &event.message {
-        Some(m) => j.str("message", m),
-        None => SUMMARY.with_borrow_mut(|s| {
-            s.clear();
-            write_summary(event, s);
-            j.str("message", s);
-        }),
+        Some(m) => j.str(key!("message"), m),
+        None => {
+            j.key(key!("message"));
+            json_summary(event, j.out);
+        }
     }
-    j.obj("ecs");
-    j.str("version", ECS_VERSION);
-    j.end();
+    j.lit(concat!(
+        r#","ecs":{"version":""#,
+        ecs_version!(),
+        r#""},"event":{"id":""#
+    ));
+    j.out.extend_from_slice(&event.id.to_bytes());
+    j.lit(r#"","kind":"event""#);
+    j.list(key!("category"), ecs_category(event));
+    j.list(key!("type"), ecs_type(event));
+    j.str(key!("action"), event.action.as_str());
+    j.str(key!("outcome"), event.outcome.as_str());
+    j.opt_str(key!("reason"), event.reason.as_deref());
+    j.opt_num(
+        key!("duration"),
+        event
+            .durations
+            .total
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+    );
+    j.lit(concat!(
+        r#","dataset":"intraport.audit"},"observer":{"product":""#,
+        product!(),
+        r#"","type":"proxy","version":""#,
+        env!("CARGO_PKG_VERSION"),
+        r#""}"#
+    ));
 
-    j.obj("event");
-    j.plain("id", &event.id);
-    j.str("kind", "event");
-    j.list("category", ecs_category(event));
-    j.list("type", ecs_type(event));
-    j.str("action", event.action.as_str());
-    j.str("outcome", event.outcome.as_str());
-    j.opt_str("reason", event.reason.as_deref());
-    j.opt_num("duration", event.durations.total.map(|d| d.as_nanos()));
-    j.str("dataset", "intraport.audit");
-    j.end();
-
-    j.obj("observer");
-    j.str("product", PRODUCT);
-    j.str("type", "proxy");
-    j.str("version", env!("CARGO_PKG_VERSION"));
-    j.end();
-
-    addr(&mut j, "source", event.source, event.bytes_in);
-    addr(&mut j, "destination", event.destination, event.bytes_out);
+    addr(&mut j, key!("source"), event.source, event.bytes_in);
+    addr(
+        &mut j,
+        key!("destination"),
+        event.destination,
+        event.bytes_out,
+    );
     if event.source.is_some() || event.destination.is_some() {
-        j.obj("network");
-        j.str("transport", "tcp");
-        j.end();
+        j.lit(r#","network":{"transport":"tcp"}"#);
     }
 
     let tls = event.tls.as_deref();
@@ -272,94 +361,91 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
         .as_deref()
         .and_then(|i| i.cert_subject.as_deref());
     if tls.is_some() || event.sni.is_some() || event.action == Action::TlsHandshake {
-        j.obj("tls");
+        j.obj(key!("tls"));
         if event.action == Action::TlsHandshake {
-            j.bool("established", event.outcome == Outcome::Success);
+            j.bool(key!("established"), event.outcome == Outcome::Success);
         }
         if let Some(t) = tls {
             if t.version.is_some() {
-                j.str("version_protocol", "tls");
+                j.str(key!("version_protocol"), "tls");
             }
-            j.opt_str("version", t.version.as_deref());
-            j.opt_str("cipher", t.cipher.as_deref());
-            j.opt_str("next_protocol", t.alpn.as_deref());
+            j.opt_str(key!("version"), t.version.as_deref());
+            j.opt_str(key!("cipher"), t.cipher.as_deref());
+            j.opt_str(key!("next_protocol"), t.alpn.as_deref());
         }
         if event.sni.is_some() || subject.is_some() {
-            j.obj("client");
-            j.opt_str("server_name", event.sni.as_deref());
-            j.opt_str("subject", subject);
+            j.obj(key!("client"));
+            j.opt_str(key!("server_name"), event.sni.as_deref());
+            j.opt_str(key!("subject"), subject);
             j.end();
         }
         j.end();
     }
 
     if let Some(oid) = event.identity.as_deref().and_then(|i| i.oid.as_deref()) {
-        j.obj("user");
-        j.str("id", oid);
+        j.obj(key!("user"));
+        j.str(key!("id"), oid);
         j.end();
     }
 
     if let Some(h) = event.http.as_deref() {
-        j.obj("http");
+        j.obj(key!("http"));
         if h.method.is_some() || event.request_id.is_some() {
-            j.obj("request");
-            j.opt_str("method", h.method.as_deref());
-            j.opt_str("id", event.request_id.as_deref());
+            j.obj(key!("request"));
+            j.opt_str(key!("method"), h.method.as_deref());
+            j.opt_str(key!("id"), event.request_id.as_deref());
             j.end();
         }
         if let Some(s) = h.status {
-            j.obj("response");
-            j.num("status_code", s as u128);
+            j.obj(key!("response"));
+            j.num(key!("status_code"), u64::from(s));
             j.end();
         }
-        j.opt_str("version", h.version.as_deref());
+        j.opt_str(key!("version"), h.version.as_deref());
         j.end();
         if let Some(p) = &h.path {
-            j.obj("url");
-            j.str("path", p);
+            j.obj(key!("url"));
+            j.str(key!("path"), p);
             j.end();
         }
     }
 
     if let Some(r) = &event.rule {
-        j.obj("rule");
-        j.str("name", r);
+        j.obj(key!("rule"));
+        j.str(key!("name"), r);
         j.end();
     }
 
-    j.obj("intraport");
-    j.opt_num("connection_id", event.connection_id.map(u128::from));
+    j.obj(key!("intraport"));
+    j.opt_num(key!("connection_id"), event.connection_id);
     if event.http.is_none() {
-        j.opt_str("request_id", event.request_id.as_deref());
+        j.opt_str(key!("request_id"), event.request_id.as_deref());
     }
-    j.opt_str("listener", event.listener.as_deref());
-    j.opt_str("route", event.route.as_deref());
+    j.opt_str(key!("listener"), event.listener.as_deref());
+    j.opt_str(key!("route"), event.route.as_deref());
     if let Some(u) = event.upstream {
-        j.plain("upstream", &u);
+        j.raw(key!("upstream"), |out| put_socket(out, u));
     }
     if let Some(i) = event.identity.as_deref()
         && (i.kid.is_some() || i.tid.is_some() || i.oid.is_some() || i.azp.is_some())
     {
-        j.obj("token");
-        j.opt_str("kid", i.kid.as_deref());
-        j.opt_str("tid", i.tid.as_deref());
-        j.opt_str("oid", i.oid.as_deref());
-        j.opt_str("azp", i.azp.as_deref());
+        j.obj(key!("token"));
+        j.opt_str(key!("kid"), i.kid.as_deref());
+        j.opt_str(key!("tid"), i.tid.as_deref());
+        j.opt_str(key!("oid"), i.oid.as_deref());
+        j.opt_str(key!("azp"), i.azp.as_deref());
         j.end();
     }
     let d = &event.durations;
     if d.handshake.is_some() || d.auth.is_some() || d.upstream.is_some() || d.total.is_some() {
-        j.obj("duration_us");
-        j.opt_num("handshake", micros(d.handshake));
-        j.opt_num("auth", micros(d.auth));
-        j.opt_num("upstream", micros(d.upstream));
-        j.opt_num("total", micros(d.total));
+        j.obj(key!("duration_us"));
+        j.opt_num(key!("handshake"), micros(d.handshake));
+        j.opt_num(key!("auth"), micros(d.auth));
+        j.opt_num(key!("upstream"), micros(d.upstream));
+        j.opt_num(key!("total"), micros(d.total));
         j.end();
     }
-    j.opt_num(
-        "ban_seconds",
-        event.ban_duration.map(|d| u128::from(d.as_secs())),
-    );
+    j.opt_num(key!("ban_seconds"), event.ban_duration.map(|d| d.as_secs()));
     j.end();
     j.close();
 }
@@ -387,6 +473,14 @@ pub fn cef_header_escape(s: &str, out: &mut Vec<u8>) {
 /// breaks become the two-character sequences `\n` and `\r`, other control characters
 /// become spaces (CEF defines no escape for them and they must not break the line).
 pub fn cef_value_escape(s: &str, out: &mut Vec<u8>) {
+    // Printable ASCII other than `\` and `=` (most values) is copied at once.
+    let clean = s.bytes().fold(true, |ok, b| {
+        ok & (b > 0x1f) & (b < 0x7f) & (b != b'\\') & (b != b'=')
+    });
+    if clean {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.extend_from_slice(b"\\\\"),
@@ -408,29 +502,47 @@ struct Cef<'a> {
 }
 
 impl Cef<'_> {
-    fn kv(&mut self, k: &str, v: &str) {
+    fn key(&mut self, k: &str, suffix: &str) {
         if !self.first {
             self.out.push(b' ');
         }
         self.first = false;
         self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(suffix.as_bytes());
         self.out.push(b'=');
+    }
+    fn kv(&mut self, k: &str, v: &str) {
+        self.key(k, "");
         cef_value_escape(v, self.out);
+    }
+    /// A value that needs no escaping (numbers, addresses, ids), written by `put`.
+    fn raw(&mut self, k: &str, put: impl FnOnce(&mut Vec<u8>)) {
+        self.key(k, "");
+        put(self.out);
     }
     fn opt(&mut self, k: &str, v: Option<&str>) {
         if let Some(v) = v {
             self.kv(k, v);
         }
     }
+    /// A custom key (`cs1`, `cn2`, ...) preceded by its `...Label`.
     fn labeled(&mut self, k: &str, label: &str, v: Option<&str>) {
         if let Some(v) = v {
-            self.kv(&format!("{k}Label"), label);
+            self.key(k, "Label");
+            cef_value_escape(label, self.out);
             self.kv(k, v);
         }
     }
-    fn num(&mut self, k: &str, v: Option<u128>) {
+    fn labeled_num(&mut self, k: &str, label: &str, v: Option<u64>) {
         if let Some(v) = v {
-            self.kv(k, &v.to_string());
+            self.key(k, "Label");
+            cef_value_escape(label, self.out);
+            self.num(k, Some(v));
+        }
+    }
+    fn num(&mut self, k: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.raw(k, |out| put_u64(out, v));
         }
     }
 }
@@ -449,35 +561,34 @@ pub fn write_cef(event: &Event, out: &mut Vec<u8>) {
     out.push(b'|');
     cef_header_escape(event.action.title(), out);
     out.push(b'|');
-    let _ = write!(out, "{}|", event.cef_severity());
+    put_u64(out, u64::from(event.cef_severity()));
+    out.push(b'|');
 
     let mut c = Cef { out, first: true };
-    c.kv("rt", &unix_millis(event.timestamp).to_string());
-    c.kv("externalId", &event.id.to_string());
+    c.num("rt", Some(unix_millis(event.timestamp)));
+    c.raw("externalId", |out| {
+        out.extend_from_slice(&event.id.to_bytes())
+    });
     c.kv("act", event.action.as_str());
     c.kv("outcome", event.outcome.as_str());
     c.opt("reason", event.reason.as_deref());
     if let Some(s) = event.source {
-        c.kv("src", &s.ip().to_string());
-        c.kv("spt", &s.port().to_string());
+        c.raw("src", |out| put_ip(out, s.ip()));
+        c.num("spt", Some(u64::from(s.port())));
     }
     if let Some(d) = event.destination {
-        c.kv("dst", &d.ip().to_string());
-        c.kv("dpt", &d.port().to_string());
+        c.raw("dst", |out| put_ip(out, d.ip()));
+        c.num("dpt", Some(u64::from(d.port())));
     }
     if event.source.is_some() || event.destination.is_some() {
         c.kv("proto", "TCP");
     }
-    c.num("in", event.bytes_in.map(u128::from));
-    c.num("out", event.bytes_out.map(u128::from));
+    c.num("in", event.bytes_in);
+    c.num("out", event.bytes_out);
     if let Some(h) = event.http.as_deref() {
         c.opt("requestMethod", h.method.as_deref());
         c.opt("request", h.path.as_deref());
-        c.labeled(
-            "cn1",
-            "httpStatus",
-            h.status.map(|s| s.to_string()).as_deref(),
-        );
+        c.labeled_num("cn1", "httpStatus", h.status.map(u64::from));
     }
     if let Some(i) = event.identity.as_deref() {
         c.opt("suid", i.oid.as_deref());
@@ -490,35 +601,29 @@ pub fn write_cef(event: &Event, out: &mut Vec<u8>) {
     c.labeled("cs2", "route", event.route.as_deref());
     c.labeled("cs3", "rule", event.rule.as_deref());
     c.labeled("cs4", "sni", event.sni.as_deref());
-    c.labeled(
-        "cn2",
-        "connectionId",
-        event.connection_id.map(|v| v.to_string()).as_deref(),
-    );
-    c.labeled(
+    c.labeled_num("cn2", "connectionId", event.connection_id);
+    c.labeled_num(
         "cn3",
         "totalMs",
         event
             .durations
             .total
-            .map(|d| d.as_millis().to_string())
-            .as_deref(),
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     );
     c.labeled("flexString1", "requestId", event.request_id.as_deref());
     if let Some(t) = event.tls.as_deref() {
         c.opt("intraportTlsVersion", t.version.as_deref());
         c.opt("intraportTlsCipher", t.cipher.as_deref());
     }
-    c.opt(
-        "intraportUpstream",
-        event.upstream.map(|u| u.to_string()).as_deref(),
-    );
+    if let Some(u) = event.upstream {
+        c.raw("intraportUpstream", |out| put_socket(out, u));
+    }
     c.num("intraportHandshakeUs", micros(event.durations.handshake));
     c.num("intraportAuthUs", micros(event.durations.auth));
     c.num("intraportUpstreamUs", micros(event.durations.upstream));
     c.num(
         "intraportBanSeconds",
-        event.ban_duration.map(|d| u128::from(d.as_secs())),
+        event.ban_duration.map(|d| d.as_secs()),
     );
     c.opt("msg", event.message.as_deref());
 }
@@ -627,10 +732,15 @@ pub fn sd_value_escape(s: &str, out: &mut Vec<u8>) {
 }
 
 fn sd_param(out: &mut Vec<u8>, name: &str, value: &str) {
+    sd_raw(out, name, |out| sd_value_escape(value, out));
+}
+
+/// A PARAM whose value `put` writes (already escaped, or needing no escape).
+fn sd_raw(out: &mut Vec<u8>, name: &str, put: impl FnOnce(&mut Vec<u8>)) {
     out.push(b' ');
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"=\"");
-    sd_value_escape(value, out);
+    put(out);
     out.push(b'"');
 }
 
@@ -638,7 +748,9 @@ fn sd_param(out: &mut Vec<u8>, name: &str, value: &str) {
 /// key fields, and the event in `body` format as MSG. No framing, no newline.
 pub fn write_syslog(header: &SyslogHeader, body: Format, event: &Event, out: &mut Vec<u8>) {
     let pri = u16::from(header.facility) * 8 + u16::from(event.syslog_severity());
-    let _ = write!(out, "<{pri}>1 ");
+    out.push(b'<');
+    put_u64(out, u64::from(pri));
+    out.extend_from_slice(b">1 ");
     write_rfc3339(event.timestamp, out);
     out.push(b' ');
     out.extend_from_slice(header.hostname.as_bytes());
@@ -650,16 +762,16 @@ pub fn write_syslog(header: &SyslogHeader, body: Format, event: &Event, out: &mu
     out.extend_from_slice(event.action.as_str().as_bytes());
     out.extend_from_slice(b" [");
     out.extend_from_slice(header.sd_id.as_bytes());
-    sd_param(out, "id", &event.id.to_string());
+    sd_raw(out, "id", |out| out.extend_from_slice(&event.id.to_bytes()));
     sd_param(out, "outcome", event.outcome.as_str());
     if let Some(r) = &event.reason {
         sd_param(out, "reason", r);
     }
     if let Some(s) = event.source {
-        sd_param(out, "src", &s.to_string());
+        sd_raw(out, "src", |out| put_socket(out, s));
     }
     if let Some(d) = event.destination {
-        sd_param(out, "dst", &d.to_string());
+        sd_raw(out, "dst", |out| put_socket(out, d));
     }
     let fields = [
         ("listener", event.listener.as_deref()),
@@ -674,10 +786,10 @@ pub fn write_syslog(header: &SyslogHeader, body: Format, event: &Event, out: &mu
         }
     }
     if let Some(c) = event.connection_id {
-        sd_param(out, "conn", &c.to_string());
+        sd_raw(out, "conn", |out| put_u64(out, c));
     }
     if let Some(s) = event.http.as_deref().and_then(|h| h.status) {
-        sd_param(out, "status", &s.to_string());
+        sd_raw(out, "status", |out| put_u64(out, u64::from(s)));
     }
     if let Some(oid) = event.identity.as_deref().and_then(|i| i.oid.as_deref()) {
         sd_param(out, "user", oid);
@@ -903,6 +1015,19 @@ mod tests {
                 }
             }
             prop_assert_eq!(sd_unescape(&esc), s);
+        }
+
+        #[test]
+        fn addresses_and_numbers_match_display(a in any::<SocketAddr>(), n in any::<u64>()) {
+            let mut v = Vec::new();
+            put_socket(&mut v, a);
+            prop_assert_eq!(String::from_utf8(v).unwrap(), a.to_string());
+            let mut v = Vec::new();
+            put_ip(&mut v, a.ip());
+            prop_assert_eq!(String::from_utf8(v).unwrap(), a.ip().to_string());
+            let mut v = Vec::new();
+            put_u64(&mut v, n);
+            prop_assert_eq!(String::from_utf8(v).unwrap(), n.to_string());
         }
 
         #[test]

@@ -36,9 +36,9 @@ pub fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
 }
 
 /// Milliseconds since the epoch (CEF `rt`).
-pub fn unix_millis(t: SystemTime) -> u128 {
+pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 

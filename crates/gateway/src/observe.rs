@@ -69,7 +69,9 @@ pub(crate) fn identity(
     if token.is_none() && kid.is_none() && cert.is_none() {
         return None;
     }
-    let text = |s: &Option<String>| s.as_deref().map(Text::from);
+    // The token's strings are shared (`Arc<str>`): a reference-count bump each, not an
+    // allocation and a copy per request.
+    let text = |s: &Option<Arc<str>>| s.clone().map(Text::from);
     Some(Box::new(intraport_audit::Identity {
         kid: kid.or_else(|| token.and_then(|t| text(&t.kid))),
         tid: token.and_then(|t| text(&t.tenant_id)),

@@ -165,12 +165,12 @@ pub fn identity_headers(
     let mut out = Vec::new();
     if let Some(t) = token {
         let fields = [
-            (OID, &t.object_id),
-            (TID, &t.tenant_id),
-            (NAME, &t.name),
-            (UPN, &t.username),
-            (APP_ID, &t.app_id),
-            (TOKEN_VERSION, &t.version),
+            (OID, t.object_id.as_deref()),
+            (TID, t.tenant_id.as_deref()),
+            (NAME, t.name.as_deref()),
+            (UPN, t.username.as_deref()),
+            (APP_ID, t.app_id.as_deref()),
+            (TOKEN_VERSION, t.version.as_deref()),
         ];
         for (name, value) in fields {
             if let Some(v) = value {

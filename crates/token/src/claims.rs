@@ -5,6 +5,7 @@
 //! `unique_name`; both are folded into one [`Identity`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -100,17 +101,17 @@ pub struct Identity {
     /// The `aud` value that matched the configuration.
     pub audience: String,
     /// The key that signed the token (`kid`, else `x5t`).
-    pub kid: Option<String>,
+    pub kid: Option<Arc<str>>,
     /// `ver`: "1.0" or "2.0" for Entra tokens.
     pub version: Option<String>,
     /// `tid`: the tenant.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<Arc<str>>,
     /// `oid`: the object id of the user or service principal.
-    pub object_id: Option<String>,
+    pub object_id: Option<Arc<str>>,
     /// `sub`.
     pub subject: Option<String>,
     /// `azp` (v2) or `appid` (v1): the client application.
-    pub app_id: Option<String>,
+    pub app_id: Option<Arc<str>>,
     /// `azpacr` (v2) or `appidacr` (v1): how the client authenticated (0 public,
     /// 1 secret, 2 certificate).
     pub app_auth: Option<String>,
@@ -158,12 +159,12 @@ impl Identity {
         Identity {
             issuer: c.iss.unwrap_or_default(),
             audience,
-            kid,
+            kid: kid.map(Arc::from),
             version: c.ver,
-            tenant_id: c.tid,
-            object_id: c.oid,
+            tenant_id: c.tid.map(Arc::from),
+            object_id: c.oid.map(Arc::from),
             subject: c.sub,
-            app_id: c.azp.or(c.appid),
+            app_id: c.azp.or(c.appid).map(Arc::from),
             app_auth: c.azpacr.or(c.appidacr),
             scopes: c
                 .scp
