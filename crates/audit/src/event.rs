@@ -25,8 +25,8 @@ pub enum Action {
     /// A TCP connection was refused before TLS (reason: `limit`, `ban`, `cidr`, ...).
     ConnectionRefused,
     /// An HTTP connection ended (reason: `client_closed`, `idle_timeout`,
-    /// `header_read_timeout`, `h2_reset_flood`, `shutdown`, `error`), with its bytes
-    /// and total duration.
+    /// `header_read_timeout`, `h2_reset_flood`, `banned`, `shutdown`, `error`), with
+    /// its bytes and total duration.
     ConnectionClosed,
     /// A TLS handshake finished; the outcome says whether it succeeded (reason on
     /// failure: `no_shared_cipher`, `no_shared_version`, `bad_client_cert`, `timeout`,

@@ -4,7 +4,7 @@
 //! become a byte tunnel once both sides have switched protocols.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -57,6 +57,10 @@ struct ConnCtx {
     cancelled: AtomicUsize,
     /// Cancelled when the client abandons too many requests (rapid reset).
     reset_flood: CancellationToken,
+    /// Cancelled when the connection's own peer is banned: the connection is closed
+    /// once the current answers are sent, so a banned sprayer cannot keep using a
+    /// connection it opened before the ban (a new one is refused at accept).
+    banned: CancellationToken,
 }
 
 impl ConnCtx {
@@ -77,6 +81,16 @@ impl ConnCtx {
             completed: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             reset_flood: CancellationToken::new(),
+            banned: CancellationToken::new(),
+        }
+    }
+
+    /// Closes this connection after its current answers if `client` (the address the
+    /// policy saw) is its socket peer; behind a trusted proxy the connection carries
+    /// other clients too and stays open.
+    fn close_if_peer(&self, client: IpAddr) {
+        if client == self.conn.peer.ip() {
+            self.banned.cancel();
         }
     }
 }
@@ -353,6 +367,16 @@ async fn serve_http<I>(
                 () = shared.kill.cancelled() => {}
             }
             "shutdown"
+        }
+        () = conn_ctx.banned.cancelled() => {
+            // HTTP/1: no more requests after the one being answered; HTTP/2: GOAWAY.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = shared.kill.cancelled() => {}
+            }
+            "banned"
         }
     };
     if shared.audit.is_some() {
@@ -831,6 +855,7 @@ async fn proxy(
     let guard = &ctx.shared.guard;
     if let Some(left) = guard.banned(client.ip) {
         AbuseStats::bump(&stats.requests_refused_banned);
+        ctx.close_if_peer(client.ip);
         return Err(refuse(Reject::Banned(left)));
     }
     let (scope, source_rate) = match route.limits.rate_per_source {
@@ -860,8 +885,11 @@ async fn proxy(
     }
     let auth_failed = |code: ErrorCode| async move {
         // A failure on our side (no key set) is not the client's.
-        if code != ErrorCode::JwksUnavailable {
-            guard.auth_failure(client.ip, code.as_str()).await;
+        if code != ErrorCode::JwksUnavailable
+            && guard.auth_failure(client.ip, code.as_str()).await.is_some()
+        {
+            // This failure banned the source.
+            ctx.close_if_peer(client.ip);
         }
     };
 

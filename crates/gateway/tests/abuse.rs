@@ -369,6 +369,85 @@ async fn token_spraying_bans_the_source_before_tls_allowlist_never_and_bans_expi
     .await;
 }
 
+/// Reads one HTTP/1.1 response (head and `content-length` body) from `s`: its status
+/// and whether the head says `connection: close`.
+async fn read_response(s: &mut TcpStream) -> (u16, bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed inside the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (status, head.contains("connection: close"))
+}
+
+/// A ban cuts the banned source's open keep-alive connections: the one whose failure
+/// banned it is closed after that answer, another one after its next answer (403), so
+/// the sprayer has to reconnect and is refused at accept. A client behind the same
+/// listener from another address keeps its connection.
+#[tokio::test]
+async fn a_ban_closes_the_banned_sources_open_connections() {
+    let g = start(
+        "",
+        "[abuse.bans]\nfailures = 3\nwindow_seconds = 60\nban_seconds = 30\n",
+    )
+    .await;
+    let good = g.minter.token(&g.minter.claims());
+    let request = |token: &str| {
+        format!("GET /api HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let bad = request(&format!("{good}x"));
+    let mut spray = connect_from("127.0.0.20", g.plain).await;
+    let mut other = connect_from("127.0.0.20", g.plain).await;
+    let mut legit = connect_from("127.0.0.21", g.plain).await;
+    for i in 0..2 {
+        spray.write_all(bad.as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut spray).await, (401, false), "attempt {i}");
+    }
+    // The third failure bans the source: answered, then the connection is closed.
+    spray.write_all(bad.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut spray).await.0, 401);
+    assert!(
+        closed_within(&mut spray, 5).await,
+        "the banning connection stays open"
+    );
+    assert!(g.gw.banned("127.0.0.20".parse().unwrap()).is_some());
+    // The other connection it opened before the ban: refused with 403, then closed.
+    other.write_all(request(&good).as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut other).await.0, 403);
+    assert!(
+        closed_within(&mut other, 5).await,
+        "the older connection stays open"
+    );
+    // Reconnecting is refused at accept.
+    let mut again = connect_from("127.0.0.20", g.plain).await;
+    again.write_all(request(&good).as_bytes()).await.ok();
+    assert!(closed_within(&mut again, 5).await);
+    // The legitimate client's keep-alive connection serves on, twice.
+    for _ in 0..2 {
+        legit.write_all(request(&good).as_bytes()).await.unwrap();
+        assert_eq!(read_response(&mut legit).await, (200, false));
+    }
+}
+
 /// HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them
 /// once the gateway has started on them (so that they are not "pending accept" resets
 /// that h2 already limits), in a loop, has its connection closed after a bounded
