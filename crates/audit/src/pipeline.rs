@@ -234,25 +234,6 @@ impl Audit {
         }
     }
 
-    /// Queues `event` without ever waiting, for code that cannot await: a full queue
-    /// drops the event for that sink and counts it even under `block`. Returns whether
-    /// every sink took it.
-    pub fn try_emit(&self, event: Event) -> bool {
-        let event = Arc::new(event);
-        let mut all = true;
-        for s in &self.inner.sinks {
-            let item = Item {
-                event: event.clone(),
-                ack: None,
-            };
-            if s.tx.try_send(item).is_err() {
-                Counters::add(&s.counters.dropped, 1);
-                all = false;
-            }
-        }
-        all
-    }
-
     /// Queues `event` from code that cannot await (a response body's `Drop`): a sink
     /// with room takes it at once; a full sink under `drop` counts it as dropped; a
     /// full sink under `block` gets it from a spawned task that waits for room (so
