@@ -331,10 +331,13 @@ async fn serve_http<I>(
     let stats = shared.guard.stats().clone();
     let listener = &rt.listener.name;
     let peer = conn_ctx.conn.peer;
-    let reason: &'static str = tokio::select! {
+    // Why the connection ends, and whether it first winds down: answers in progress
+    // are finished (HTTP/1 keep-alive off, HTTP/2 GOAWAY), for at most `wait` (none:
+    // until the shutdown's grace period kills it).
+    let (reason, wind_down): (&'static str, Option<Option<Duration>>) = tokio::select! {
         r = conn.as_mut() => match r {
-            Ok(()) => "client_closed",
-            Err(e) => conn_error(&*e, &stats, listener, peer),
+            Ok(()) => ("client_closed", None),
+            Err(e) => (conn_error(&*e, &stats, listener, peer), None),
         },
         () = conn_ctx.reset_flood.cancelled() => {
             AbuseStats::bump(&stats.h2_reset_floods);
@@ -347,38 +350,30 @@ async fn serve_http<I>(
                 answered = conn_ctx.completed.load(Ordering::Relaxed),
                 "connection closed: the client abandons most of its requests (rapid reset)"
             );
-            "h2_reset_flood"
+            ("h2_reset_flood", None)
         }
         () = idle_watch => {
             AbuseStats::bump(&stats.idle_closes);
             tracing::debug!(%listener, %peer, idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX), "idle connection closed");
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                () = shared.kill.cancelled() => {}
-            }
-            "idle_timeout"
+            ("idle_timeout", Some(Some(Duration::from_secs(5))))
         }
-        () = shared.drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = shared.kill.cancelled() => {}
-            }
-            "shutdown"
-        }
-        () = conn_ctx.banned.cancelled() => {
-            // HTTP/1: no more requests after the one being answered; HTTP/2: GOAWAY.
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                () = shared.kill.cancelled() => {}
-            }
-            "banned"
-        }
+        () = shared.drain.cancelled() => ("shutdown", Some(None)),
+        () = conn_ctx.banned.cancelled() => ("banned", Some(Some(Duration::from_secs(5)))),
     };
+    if let Some(wait) = wind_down {
+        conn.as_mut().graceful_shutdown();
+        let limit = async {
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = limit => {}
+            () = shared.kill.cancelled() => {}
+        }
+    }
     if shared.audit.is_some() {
         let ok = reason == "client_closed" || reason == "shutdown";
         let c = &conn_ctx.conn;
