@@ -22,7 +22,7 @@ fn event(i: u64) -> Event {
     e.listener = Some("public".into());
     e.route = Some("api".into());
     e.sni = Some("api.example.test".into());
-    e.identity = Some(Box::new(Identity {
+    e.identity = Some(std::sync::Arc::new(Identity {
         kid: Some("nOo3ZDrODXEK1jKWhXslHR_KXEg".into()),
         tid: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
         oid: Some("00000000-0000-0000-0000-000000000001".into()),

@@ -9,8 +9,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A cheap string for event fields: static strings and short strings do not allocate,
@@ -277,8 +277,8 @@ pub struct Event {
     pub sni: Option<Text>,
     /// TLS facts.
     pub tls: Option<Box<TlsInfo>>,
-    /// Who the caller is.
-    pub identity: Option<Box<Identity>>,
+    /// Who the caller is (shared: the gateway builds it once per verified token).
+    pub identity: Option<Arc<Identity>>,
     /// HTTP facts.
     pub http: Option<Box<HttpInfo>>,
     /// The upstream's address.

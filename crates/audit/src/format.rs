@@ -843,7 +843,7 @@ mod tests {
             cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
             alpn: Some("h2".into()),
         }));
-        e.identity = Some(Box::new(Identity {
+        e.identity = Some(std::sync::Arc::new(Identity {
             kid: Some("k1".into()),
             tid: Some("t1".into()),
             oid: Some("o1".into()),

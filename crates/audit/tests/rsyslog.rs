@@ -327,7 +327,7 @@ fn hostile_event(i: u64) -> Event {
     e.message = Some("line one\nline two = | ] \" \\ end".into());
     e.source = Some("192.0.2.7:40000".parse().unwrap());
     e.destination = Some("127.0.0.1:8443".parse().unwrap());
-    e.identity = Some(Box::new(Identity {
+    e.identity = Some(std::sync::Arc::new(Identity {
         kid: Some("kid-1".into()),
         tid: Some("tenant-1".into()),
         oid: Some("oid-1".into()),

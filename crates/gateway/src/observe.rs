@@ -60,25 +60,44 @@ impl ConnInfo {
 }
 
 /// The audit identity of a caller: the token's ids (never the token) and the client
-/// certificate's subject.
+/// certificate's subject. A token alone (the common case) has its audit identity
+/// built once and kept with the verified identity, which the token cache shares
+/// between requests; a request's event then costs one reference count.
 pub(crate) fn identity(
     token: Option<&Identity>,
     kid: Option<Text>,
     cert: Option<&CertIdentity>,
-) -> Option<Box<intraport_audit::Identity>> {
+) -> Option<Arc<intraport_audit::Identity>> {
+    if let (Some(t), None, None) = (token, &kid, cert) {
+        let shared = t.derived.get_or_init(|| {
+            let id: Arc<dyn std::any::Any + Send + Sync> =
+                Arc::new(build_identity(Some(t), None, None));
+            id
+        });
+        if let Ok(id) = shared.clone().downcast::<intraport_audit::Identity>() {
+            return Some(id);
+        }
+    }
     if token.is_none() && kid.is_none() && cert.is_none() {
         return None;
     }
-    // The token's strings are shared (`Arc<str>`): a reference-count bump each, not an
-    // allocation and a copy per request.
+    Some(Arc::new(build_identity(token, kid, cert)))
+}
+
+fn build_identity(
+    token: Option<&Identity>,
+    kid: Option<Text>,
+    cert: Option<&CertIdentity>,
+) -> intraport_audit::Identity {
+    // The token's strings are shared (`Arc<str>`): a reference-count bump each.
     let text = |s: &Option<Arc<str>>| s.clone().map(Text::from);
-    Some(Box::new(intraport_audit::Identity {
+    intraport_audit::Identity {
         kid: kid.or_else(|| token.and_then(|t| text(&t.kid))),
         tid: token.and_then(|t| text(&t.tenant_id)),
         oid: token.and_then(|t| text(&t.object_id)),
         azp: token.and_then(|t| text(&t.app_id)),
         cert_subject: cert.map(|c| Text::from(c.subject.as_str())),
-    }))
+    }
 }
 
 /// The `kid` header of a token that failed validation, read without trusting it, for

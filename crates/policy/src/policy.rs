@@ -559,6 +559,7 @@ pub(crate) mod tests {
             username: Some("jürgen@example.com".into()),
             name: Some("Jürgen Müller".into()),
             expires_at: 4_000_000_000,
+            derived: Default::default(),
         }
     }
 

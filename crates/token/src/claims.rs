@@ -4,8 +4,9 @@
 //! `azpacr` and `preferred_username`, v1 tokens `appid` / `appidacr` and `upn` /
 //! `unique_name`; both are folded into one [`Identity`].
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -137,6 +138,12 @@ pub struct Identity {
     pub name: Option<String>,
     /// `exp`: when the token, and any cache entry for it, dies.
     pub expires_at: u64,
+    /// What a caller derives from this identity once and reuses: the verified-token
+    /// cache hands out the same identity for every request with the same token, so
+    /// per-request work on it (the gateway's audit identity) is done once per token.
+    /// Not part of the identity; not serialised.
+    #[serde(skip)]
+    pub derived: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Identity {
@@ -180,6 +187,7 @@ impl Identity {
             username: c.preferred_username.or(c.upn).or(c.unique_name),
             name: c.name,
             expires_at: exp,
+            derived: OnceLock::new(),
         }
     }
 }
