@@ -208,12 +208,13 @@ async fn token_validation_and_gateway_stages_and_classified_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_delay_in_token_issuance_is_found_with_its_period_and_stage() {
     let issuer = support::issuer(false).await;
-    // Every 10th token request is held 60 ms: with one run a minute on the
+    // Every 10th token request is held 250 ms (well above the noise of a loaded
+    // machine, where 60 ms once went unseen): with one run a minute on the
     // compressed clock, that is a spike every 10 minutes in `token_response`.
     let (proxy, count) = support::slow_proxy(
         support::token_endpoint(&issuer),
         10,
-        Duration::from_millis(60),
+        Duration::from_millis(250),
     )
     .await;
     let text = probe_toml(
@@ -263,6 +264,6 @@ async fn periodic_delay_in_token_issuance_is_found_with_its_period_and_stage() {
     assert_eq!(s.period_seconds, 600);
     assert_eq!(s.first_ms, start, "the first request is held");
     assert!(s.occurrences >= 8, "{s:#?}");
-    assert!(s.spike_ms >= 60.0, "{s:#?}");
+    assert!(s.spike_ms >= 250.0, "{s:#?}");
     assert!(s.dependency.contains("token issuance"), "{s:#?}");
 }
