@@ -61,6 +61,8 @@ struct ConnCtx {
     /// once the current answers are sent, so a banned sprayer cannot keep using a
     /// connection it opened before the ban (a new one is refused at accept).
     banned: CancellationToken,
+    /// The client's activity: the idle timeout and the request-head clock.
+    clock: Arc<Activity>,
 }
 
 impl ConnCtx {
@@ -70,6 +72,7 @@ impl ConnCtx {
         cert: Option<Arc<CertIdentity>>,
         runtime: Arc<ArcSwap<ListenerRuntime>>,
         shared: Arc<Shared>,
+        clock: Arc<Activity>,
     ) -> ConnCtx {
         ConnCtx {
             conn,
@@ -82,6 +85,7 @@ impl ConnCtx {
             cancelled: AtomicUsize::new(0),
             reset_flood: CancellationToken::new(),
             banned: CancellationToken::new(),
+            clock,
         }
     }
 
@@ -120,7 +124,10 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // HTTP/1.1: the client's next byte starts the next request head.
+            self.ctx.clock.await_head();
+        }
         if self.answered {
             self.ctx.completed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -143,7 +150,8 @@ pub(crate) async fn serve_connection(
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     shared: Arc<Shared>,
 ) {
-    // Bytes from the client count as activity for the idle timeout.
+    // Bytes either way count as activity for the idle timeout; the client's bytes
+    // also start the clock of a request head (the header read timeout).
     let clock = Arc::new(Activity::new());
     let stream = Tracked {
         inner: stream,
@@ -151,15 +159,22 @@ pub(crate) async fn serve_connection(
         read: 0,
     };
     let Some(acceptor) = &rt.acceptor else {
-        let ctx = Arc::new(ConnCtx::new(conn, "http", None, runtime, shared));
-        serve_http(TokioIo::new(stream), ctx, &rt, clock).await;
+        // HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge).
+        clock.await_head();
+        let ctx = Arc::new(ConnCtx::new(conn, "http", None, runtime, shared, clock));
+        serve_http(TokioIo::new(stream), ctx, &rt).await;
         return;
     };
     let Some((tls, cert)) = handshake(acceptor, stream, &mut conn, &rt, &shared).await else {
         return;
     };
-    let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared));
-    serve_http(TokioIo::new(tls), ctx, &rt, clock).await;
+    if tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]) {
+        clock.no_more_heads();
+    } else {
+        clock.await_head();
+    }
+    let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared, clock));
+    serve_http(TokioIo::new(tls), ctx, &rt).await;
 }
 
 /// The TLS handshake with its deadline: timed, counted by outcome, recorded as an
@@ -276,12 +291,8 @@ async fn handshake_failed(
     }
 }
 
-async fn serve_http<I>(
-    io: TokioIo<I>,
-    ctx: Arc<ConnCtx>,
-    rt: &ListenerRuntime,
-    clock: Arc<Activity>,
-) where
+async fn serve_http<I>(io: TokioIo<I>, ctx: Arc<ConnCtx>, rt: &ListenerRuntime)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ctx.shared.clone();
@@ -291,17 +302,27 @@ async fn serve_http<I>(
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         async move {
+            if req.version() == Version::HTTP_2 {
+                ctx.clock.no_more_heads();
+            } else {
+                ctx.clock.head_received();
+            }
             let mut guard = RequestGuard::new(ctx.clone(), reset_limit);
             let resp = handle(req, &ctx).await;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                ctx.clock.no_more_heads();
+            }
             guard.answered = true;
             Ok::<_, Infallible>(resp)
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The request-head timeout is ours (`Activity::head_overdue`): hyper's restarts
+    // whenever it waits for a head, so a keep-alive connection quiet between requests
+    // would be closed at the head timeout rather than the idle timeout.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     // Entra tokens with many claims are large: the default 64 KiB header list leaves
@@ -318,6 +339,7 @@ async fn serve_http<I>(
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let idle = limits.idle_timeout;
+    let clock = &conn_ctx.clock;
     let idle_watch = async {
         loop {
             clock.idle_for(idle).await;
@@ -351,6 +373,11 @@ async fn serve_http<I>(
                 "connection closed: the client abandons most of its requests (rapid reset)"
             );
             ("h2_reset_flood", None)
+        }
+        () = clock.head_overdue(limits.header_read_timeout) => {
+            AbuseStats::bump(&stats.header_timeouts);
+            tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
+            ("header_read_timeout", None)
         }
         () = idle_watch => {
             AbuseStats::bump(&stats.idle_closes);
@@ -396,9 +423,8 @@ async fn serve_http<I>(
     }
 }
 
-/// Count and log how a connection ended when it ended on an error, and name it: the
-/// request head did not arrive in time, an HTTP/2 client reset too many streams, or
-/// another error.
+/// Count and log how a connection ended when it ended on an error, and name it: an
+/// HTTP/2 client reset too many streams, or another error.
 fn conn_error(
     e: &(dyn std::error::Error + 'static),
     stats: &AbuseStats,
@@ -407,13 +433,6 @@ fn conn_error(
 ) -> &'static str {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            if h.is_timeout() {
-                AbuseStats::bump(&stats.header_timeouts);
-                tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
-                return "header_read_timeout";
-            }
-        }
         if let Some(h2e) = c.downcast_ref::<h2::Error>() {
             if h2e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
                 AbuseStats::bump(&stats.h2_reset_floods);

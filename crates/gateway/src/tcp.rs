@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use intraport_audit::{Action, Outcome, Text};
 
@@ -150,29 +151,122 @@ pub(crate) async fn serve_connection(
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Last activity on either side, in milliseconds since `start`.
+/// What a connection's peer did, and when (milliseconds since `start`): the last byte
+/// read (the idle timeout), the last byte written, and for HTTP/1.1 when the request
+/// head being received started (the header read timeout).
 pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    wrote_ms: AtomicU64,
+    /// [`HEAD_IDLE`], [`HEAD_NEXT`], [`HEAD_NEVER`], or when the head in progress
+    /// started.
+    head_ms: AtomicU64,
+    head_started: Notify,
 }
+
+/// No request head is awaited (a request is being answered, or not HTTP/1.1 yet).
+const HEAD_IDLE: u64 = u64::MAX;
+/// The next byte from the client starts a request head.
+const HEAD_NEXT: u64 = u64::MAX - 1;
+/// No more request heads: HTTP/2, or a tunnel after an upgrade.
+const HEAD_NEVER: u64 = u64::MAX - 2;
 
 impl Activity {
     pub(crate) fn new() -> Self {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            wrote_ms: AtomicU64::new(0),
+            head_ms: AtomicU64::new(HEAD_IDLE),
+            head_started: Notify::new(),
         }
     }
 
-    pub(crate) fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        // A u64 of milliseconds outlasts any connection, far below the sentinels.
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(0)
     }
 
-    /// Resolves once nothing moved for `idle`.
+    pub(crate) fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The peer sent `bytes`, the first of the connection if `first`. Starts the
+    /// request head's clock if one is awaited, unless they open HTTP/2 (the client
+    /// preface, `PRI * HTTP/2.0`), which has no request heads to time.
+    fn received(&self, bytes: &[u8], first: bool) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.head_ms.load(Ordering::Relaxed) != HEAD_NEXT {
+            return;
+        }
+        if first && bytes.starts_with(b"PRI ") {
+            self.head_ms.store(HEAD_NEVER, Ordering::Relaxed);
+        } else if self
+            .head_ms
+            .compare_exchange(HEAD_NEXT, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.head_started.notify_one();
+        }
+    }
+
+    fn wrote(&self) {
+        self.wrote_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The next byte from the client starts a request head (HTTP/1.1, between
+    /// requests), unless the connection has no more heads.
+    pub(crate) fn await_head(&self) {
+        let _ = self.head_ms.compare_exchange(
+            HEAD_IDLE,
+            HEAD_NEXT,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A request head arrived: its clock stops.
+    pub(crate) fn head_received(&self) {
+        let _ = self
+            .head_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |h| {
+                (h != HEAD_NEVER).then_some(HEAD_IDLE)
+            });
+    }
+
+    /// The connection carries no more request heads (HTTP/2, or an upgrade).
+    pub(crate) fn no_more_heads(&self) {
+        self.head_ms.store(HEAD_NEVER, Ordering::Release);
+    }
+
+    /// Resolves once a request head has been arriving for `limit` without being
+    /// complete. Time the gateway spends writing earlier answers does not count: the
+    /// client may send its next request while the last answer still streams.
+    pub(crate) async fn head_overdue(&self, limit: Duration) {
+        loop {
+            let head = self.head_ms.load(Ordering::Acquire);
+            if head >= HEAD_NEVER {
+                self.head_started.notified().await;
+                continue;
+            }
+            let from = head.max(self.wrote_ms.load(Ordering::Relaxed));
+            let deadline = self.start + Duration::from_millis(from) + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+
+    /// Resolves once no byte moved either way for `idle`.
     pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let last_ms = self
+                .last_ms
+                .load(Ordering::Relaxed)
+                .max(self.wrote_ms.load(Ordering::Relaxed));
+            let last = self.start + Duration::from_millis(last_ms);
             let deadline = last + idle;
             if Instant::now() >= deadline {
                 return;
@@ -199,10 +293,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
-            self.clock.touch();
-            self.read += n as u64;
+        let filled = buf.filled();
+        if matches!(r, Poll::Ready(Ok(()))) && filled.len() > before {
+            let bytes = &filled[before..];
+            self.clock.received(bytes, self.read == 0);
+            self.read += bytes.len() as u64;
         }
         r
     }
@@ -214,7 +309,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.clock.wrote();
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

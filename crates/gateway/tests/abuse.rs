@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use intraport_gateway::{Config, Gateway, GatewayHandle};
 use support::mint::{self, Minter};
 use support::pki::Pki;
-use support::{eventually, upstream};
+use support::{closed_within, eventually, reset_within, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -133,25 +133,6 @@ async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     s.connect(to).await.unwrap()
 }
 
-/// Whether the server closes `s` (EOF or reset) within `secs`, without sending.
-async fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
-    let mut buf = [0u8; 1024];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(secs), s.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
-/// Whether the server resets `s` within `secs`: a refusal at accept is a reset (zero
-/// linger), which leaves no TIME_WAIT socket on the gateway per refused attempt.
-async fn reset_within(s: &mut TcpStream, secs: u64) -> bool {
-    let mut buf = [0u8; 1024];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(secs), s.read(&mut buf)).await,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
-    )
-}
-
 async fn get(c: &reqwest::Client, url: String) -> u16 {
     c.get(url).send().await.unwrap().status().as_u16()
 }
@@ -233,6 +214,84 @@ async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
         (g.gw.abuse_stats().header_timeouts >= 1).then_some(())
     })
     .await;
+}
+
+/// The head timeout runs from a head's first byte, not while a keep-alive connection
+/// waits between requests (that is the idle timeout's), nor while an earlier answer
+/// still streams; an HTTP/2 connection (prior knowledge) quiet before its first
+/// request is not cut by it either.
+#[tokio::test]
+async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() {
+    let g = start("header_read_timeout_ms = 500\nidle_timeout_ms = 3000", "").await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n");
+    let mut s = connect_from("127.0.0.30", g.plain).await;
+    s.write_all(get("/open/a").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await, (200, false));
+    // Quiet between requests for three head timeouts: the connection is kept.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(get("/open/b").as_bytes()).await.unwrap();
+    assert_eq!(
+        read_response(&mut s).await,
+        (200, false),
+        "kept while quiet"
+    );
+    // A head started and not finished is cut at the head timeout from its first byte.
+    s.write_all(b"GET /open/c HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut s, 5).await, "an unfinished head kept");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(2500),
+        "cut after {took:?}"
+    );
+    eventually(5, "header timeout counted", || async {
+        (g.gw.abuse_stats().header_timeouts >= 1).then_some(())
+    })
+    .await;
+
+    // The next request sent while a three-second answer streams is served after it.
+    let mut s = connect_from("127.0.0.31", g.plain).await;
+    s.write_all(get("/open/stream").as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut sent_next = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("\"path\":\"/open/d\"") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut chunk))
+            .await
+            .expect("both answers in time")
+            .unwrap();
+        assert!(n > 0, "closed before the second answer");
+        seen.extend_from_slice(&chunk[..n]);
+        if !sent_next && String::from_utf8_lossy(&seen).contains("chunk-00") {
+            s.write_all(get("/open/d").as_bytes()).await.unwrap();
+            sent_next = true;
+        }
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("chunk-29"));
+
+    // A keep-alive connection quiet for the idle timeout is closed.
+    let mut s = connect_from("127.0.0.32", g.plain).await;
+    s.write_all(get("/open/e").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await, (200, false));
+    let quiet = Instant::now();
+    assert!(closed_within(&mut s, 8).await, "an idle connection kept");
+    assert!(quiet.elapsed() >= Duration::from_millis(2500));
+
+    // HTTP/2 with prior knowledge, quiet before its first request, then served.
+    let tcp = connect_from("127.0.0.33", g.plain).await;
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{}/open/f", g.plain))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use intraport_gateway::{Gateway, GatewayHandle};
 use serde_json::Value;
 use support::mint::{self, Minter};
 use support::pki::Pki;
-use support::{eventually, upstream};
+use support::{closed_within, eventually, upstream};
 
 struct Gw {
     pki: Pki,
@@ -346,16 +346,26 @@ async fn every_connection_request_ban_and_reload_has_its_event() {
             .unwrap();
         assert_eq!(r.status(), 401);
     }
-    // While banned, a connection is refused at accept, with its event.
+    // The connection whose failure banned the source is closed after its answer, and
+    // while banned a connection is refused at accept, each with its event.
     assert!(plain_client().get(&api).send().await.is_err());
-    let evs = events(&g.audit, "ban, refusal and unban", |evs| {
+    let evs = events(&g.audit, "ban, close, refusal and unban", |evs| {
         evs.iter().any(|e| action(e) == "ban")
             && evs.iter().any(|e| action(e) == "unban")
+            && evs
+                .iter()
+                .any(|e| action(e) == "connection-closed" && reason(e) == "banned")
             && evs
                 .iter()
                 .any(|e| action(e) == "connection-refused" && reason(e) == "banned")
     })
     .await;
+    let closed = evs
+        .iter()
+        .find(|e| action(e) == "connection-closed" && reason(e) == "banned")
+        .unwrap();
+    assert_eq!(closed["source"]["ip"], "127.0.0.1");
+    assert_eq!(closed["event"]["outcome"], "failure");
     let ban = evs.iter().find(|e| action(e) == "ban").unwrap();
     assert_eq!(ban["source"]["ip"], "127.0.0.1");
     assert_eq!(reason(ban), "malformed");
@@ -404,19 +414,6 @@ async fn reloads_are_events() {
         ),
         1.0
     );
-}
-
-/// Whether `s` is closed by the server within `secs` (EOF or reset).
-async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(secs), s.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 /// A TLS handshake from `client` to the mTLS listener; true if it completed.

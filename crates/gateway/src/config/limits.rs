@@ -90,12 +90,12 @@ pub struct RawBans {
 pub struct ListenerLimits {
     /// Open connections, listener-wide and per source.
     pub conn: ConnCaps,
-    /// Time for a request head to arrive (HTTP/1.1; also bounds keep-alive waits).
+    /// Time for an HTTP/1.1 request head to be complete after its first byte.
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body (408 after).
     pub body_timeout: Duration,
-    /// A connection with no request in flight and no byte from the client for this
-    /// long is closed.
+    /// A connection with no request in flight and no byte either way for this long is
+    /// closed.
     pub idle_timeout: Duration,
     /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list); 431 above.
     pub max_header_bytes: usize,

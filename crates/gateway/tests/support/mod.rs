@@ -25,6 +25,36 @@ where
     }
 }
 
+/// Whether the server closes `s` (EOF or reset) within `secs`, reading past anything
+/// it sends first.
+pub async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let drained = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), drained)
+        .await
+        .is_ok()
+}
+
+/// Whether the server resets `s` within `secs`, before sending anything: a refusal at
+/// accept is a reset (zero linger), which leaves no TIME_WAIT socket on the gateway
+/// per refused attempt.
+pub async fn reset_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(secs), s.read(&mut buf)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
+    )
+}
+
 /// A rustls client configuration trusting `ca_pem`, with an optional client
 /// certificate, offering h2 and http/1.1.
 pub fn client_tls(
