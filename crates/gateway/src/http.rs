@@ -150,17 +150,14 @@ pub(crate) async fn serve_connection(
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     shared: Arc<Shared>,
 ) {
-    // Bytes either way count as activity for the idle timeout; the client's bytes
-    // also start the clock of a request head (the header read timeout).
+    // Bytes either way count as activity for the idle timeout; the client's bytes, read
+    // in plaintext (above TLS), also start the clock of a request head.
     let clock = Arc::new(Activity::new());
-    let stream = Tracked {
-        inner: stream,
-        clock: clock.clone(),
-        read: 0,
-    };
+    // HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge, or after
+    // ALPN h2: hyper tells the two apart by those bytes, whatever ALPN said).
+    clock.await_head();
     let Some(acceptor) = &rt.acceptor else {
-        // HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge).
-        clock.await_head();
+        let stream = Tracked::http(stream, clock.clone());
         let ctx = Arc::new(ConnCtx::new(conn, "http", None, runtime, shared, clock));
         serve_http(TokioIo::new(stream), ctx, &rt).await;
         return;
@@ -168,11 +165,7 @@ pub(crate) async fn serve_connection(
     let Some((tls, cert)) = handshake(acceptor, stream, &mut conn, &rt, &shared).await else {
         return;
     };
-    if tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]) {
-        clock.no_more_heads();
-    } else {
-        clock.await_head();
-    }
+    let tls = Tracked::http(tls, clock.clone());
     let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared, clock));
     serve_http(TokioIo::new(tls), ctx, &rt).await;
 }

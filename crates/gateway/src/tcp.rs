@@ -109,16 +109,8 @@ pub(crate) async fn serve_connection(
     let _ = upstream.set_nodelay(true);
     tracing::debug!(%listener, route = %route.name, %peer, "tcp connection forwarded");
     let clock = Arc::new(Activity::new());
-    let mut a = Tracked {
-        inner: client,
-        clock: clock.clone(),
-        read: 0,
-    };
-    let mut b = Tracked {
-        inner: upstream,
-        clock: clock.clone(),
-        read: 0,
-    };
+    let mut a = Tracked::new(client, clock.clone());
+    let mut b = Tracked::new(upstream, clock.clone());
     let idle = route.idle_timeout;
     let reason = tokio::select! {
         r = tokio::io::copy_bidirectional(&mut a, &mut b) => match r {
@@ -164,6 +156,9 @@ pub(crate) struct Activity {
     head_started: Notify,
 }
 
+/// What an HTTP/2 client sends first (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// No request head is awaited (a request is being answered, or not HTTP/1.1 yet).
 const HEAD_IDLE: u64 = u64::MAX;
 /// The next byte from the client starts a request head.
@@ -191,21 +186,33 @@ impl Activity {
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// The peer sent `bytes`, the first of the connection if `first`. Starts the
-    /// request head's clock if one is awaited, unless they open HTTP/2 (the client
-    /// preface, `PRI * HTTP/2.0`), which has no request heads to time.
-    fn received(&self, bytes: &[u8], first: bool) {
-        let now = self.now_ms();
-        self.last_ms.store(now, Ordering::Relaxed);
-        if self.head_ms.load(Ordering::Relaxed) != HEAD_NEXT {
-            return;
+    /// The client sent `bytes` of HTTP (plaintext), from byte `offset` of its stream
+    /// on; `preface` says whether the stream so far is the start of the HTTP/2 client
+    /// preface. Starts the request head's clock if one is awaited. A stream whose first
+    /// 24 bytes are that preface (hyper serves HTTP/2 on exactly that) has no request
+    /// heads to time; anything short of the whole preface is timed as an HTTP/1 head.
+    fn received_http(&self, bytes: &[u8], offset: u64, preface: &mut bool) {
+        if *preface {
+            let at = usize::try_from(offset).unwrap_or(usize::MAX);
+            let n = bytes.len().min(H2_PREFACE.len().saturating_sub(at));
+            if at >= H2_PREFACE.len() || bytes[..n] != H2_PREFACE[at..at + n] {
+                *preface = false;
+            } else if at + n == H2_PREFACE.len() {
+                *preface = false;
+                self.no_more_heads();
+                return;
+            }
         }
-        if first && bytes.starts_with(b"PRI ") {
-            self.head_ms.store(HEAD_NEVER, Ordering::Relaxed);
-        } else if self
-            .head_ms
-            .compare_exchange(HEAD_NEXT, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        if self.head_ms.load(Ordering::Relaxed) == HEAD_NEXT
+            && self
+                .head_ms
+                .compare_exchange(
+                    HEAD_NEXT,
+                    self.now_ms(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
         {
             self.head_started.notify_one();
         }
@@ -283,6 +290,29 @@ pub(crate) struct Tracked<S> {
     pub(crate) clock: Arc<Activity>,
     /// Bytes read from `inner` so far.
     pub(crate) read: u64,
+    /// `Some` when `inner` carries the client's HTTP in plaintext (above TLS): its bytes
+    /// start request heads' clocks. The flag: the bytes so far begin the HTTP/2 preface.
+    http_preface: Option<bool>,
+}
+
+impl<S> Tracked<S> {
+    /// Bytes either way on `inner` are activity on `clock`.
+    pub(crate) fn new(inner: S, clock: Arc<Activity>) -> Self {
+        Tracked {
+            inner,
+            clock,
+            read: 0,
+            http_preface: None,
+        }
+    }
+
+    /// The same, for the client's HTTP in plaintext: its bytes also time request heads.
+    pub(crate) fn http(inner: S, clock: Arc<Activity>) -> Self {
+        Tracked {
+            http_preface: Some(true),
+            ..Tracked::new(inner, clock)
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -295,9 +325,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let filled = buf.filled();
         if matches!(r, Poll::Ready(Ok(()))) && filled.len() > before {
+            let this = &mut *self;
             let bytes = &filled[before..];
-            self.clock.received(bytes, self.read == 0);
-            self.read += bytes.len() as u64;
+            this.clock.touch();
+            if let Some(preface) = &mut this.http_preface {
+                this.clock.received_http(bytes, this.read, preface);
+            }
+            this.read += bytes.len() as u64;
         }
         r
     }

@@ -222,13 +222,13 @@ async fn slowloris_is_cut_at_the_header_timeout_while_others_are_served() {
 /// request is not cut by it either.
 #[tokio::test]
 async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() {
-    let g = start("header_read_timeout_ms = 500\nidle_timeout_ms = 3000", "").await;
+    let g = start("header_read_timeout_ms = 1000\nidle_timeout_ms = 5000", "").await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n");
     let mut s = connect_from("127.0.0.30", g.plain).await;
     s.write_all(get("/open/a").as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut s).await, (200, false));
-    // Quiet between requests for three head timeouts: the connection is kept.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Quiet between requests for two and a half head timeouts: the connection is kept.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     s.write_all(get("/open/b").as_bytes()).await.unwrap();
     assert_eq!(
         read_response(&mut s).await,
@@ -240,10 +240,10 @@ async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() 
         .await
         .unwrap();
     let started = Instant::now();
-    assert!(closed_within(&mut s, 5).await, "an unfinished head kept");
+    assert!(closed_within(&mut s, 8).await, "an unfinished head kept");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(2500),
+        took >= Duration::from_millis(900) && took < Duration::from_millis(4000),
         "cut after {took:?}"
     );
     eventually(5, "header timeout counted", || async {
@@ -258,7 +258,8 @@ async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() 
     let mut chunk = [0u8; 4096];
     let mut sent_next = false;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains("\"path\":\"/open/d\"") {
+    let second = "\"path\":\"/open/d\"";
+    while !String::from_utf8_lossy(&seen).contains(second) {
         let left = deadline.saturating_duration_since(Instant::now());
         let n = tokio::time::timeout(left, s.read(&mut chunk))
             .await
@@ -271,27 +272,79 @@ async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() 
             sent_next = true;
         }
     }
-    assert!(String::from_utf8_lossy(&seen).contains("chunk-29"));
+    let seen = String::from_utf8_lossy(&seen);
+    let (last_chunk, answer) = (seen.find("chunk-29"), seen.find(second));
+    assert!(
+        last_chunk.is_some() && last_chunk < answer,
+        "answers out of order"
+    );
 
-    // A keep-alive connection quiet for the idle timeout is closed.
+    // A keep-alive connection quiet for the idle timeout is closed, as idle.
+    let idle_before = g.gw.abuse_stats().idle_closes;
     let mut s = connect_from("127.0.0.32", g.plain).await;
     s.write_all(get("/open/e").as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut s).await, (200, false));
     let quiet = Instant::now();
-    assert!(closed_within(&mut s, 8).await, "an idle connection kept");
-    assert!(quiet.elapsed() >= Duration::from_millis(2500));
+    assert!(closed_within(&mut s, 12).await, "an idle connection kept");
+    assert!(quiet.elapsed() >= Duration::from_millis(4500));
+    eventually(5, "idle close counted", || async {
+        (g.gw.abuse_stats().idle_closes > idle_before).then_some(())
+    })
+    .await;
 
     // HTTP/2 with prior knowledge, quiet before its first request, then served.
     let tcp = connect_from("127.0.0.33", g.plain).await;
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut client = client.ready().await.unwrap();
     let req = http::Request::get(format!("http://{}/open/f", g.plain))
         .body(())
         .unwrap();
     let (resp, _) = client.send_request(req, true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
+}
+
+/// The head timer cannot be switched off by looking like HTTP/2: a plaintext head
+/// that starts like the HTTP/2 preface but is not it, and HTTP/1.1 spoken over a TLS
+/// connection whose ALPN agreed on h2, are both cut at the head timeout.
+#[tokio::test]
+async fn an_http2_lookalike_does_not_escape_the_head_timeout() {
+    let g = start("header_read_timeout_ms = 800", "").await;
+    let mut s = connect_from("127.0.0.34", g.plain).await;
+    s.write_all(b"PRI /x HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut s, 8).await, "a PRI head kept");
+    assert!(started.elapsed() < Duration::from_millis(4000));
+
+    let mut tls = support::client_tls(&g.pki.server_ca.pem, None, rustls::DEFAULT_VERSIONS);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = connect_from("127.0.0.35", g.tls).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "HTTP/1.1 after ALPN h2 kept");
+    assert!(started.elapsed() < Duration::from_millis(4000));
 }
 
 #[tokio::test]
