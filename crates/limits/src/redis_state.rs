@@ -11,6 +11,7 @@
 //! once per `retry` interval, so an outage costs no time on the request path.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,11 @@ pub struct RedisState {
     settings: RedisSettings,
     conn: Mutex<Option<MultiplexedConnection>>,
     next_attempt: Mutex<Option<Instant>>,
+    /// Held while a connection is being made.
+    connecting: tokio::sync::Mutex<()>,
+    /// Whether a connection was ever made: until then the store is starting, not
+    /// down, and callers wait for the attempt in progress rather than fail.
+    connected_once: AtomicBool,
     gcra: Script,
     window: Script,
 }
@@ -89,18 +95,35 @@ impl RedisState {
             settings,
             conn: Mutex::new(None),
             next_attempt: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            connected_once: AtomicBool::new(false),
             gcra: Script::new(GCRA),
             window: Script::new(WINDOW),
         })
     }
 
-    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
-        if let Some(c) = self
-            .conn
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-        {
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        // One attempt at a time. At start-up the others wait for it (the gateway's
+        // first requests and its ban sync race for the first connection); once Redis
+        // has been up, an attempt in progress means an outage, and they fail at once.
+        let _attempt = if self.connected_once.load(Ordering::Acquire) {
+            self.connecting
+                .try_lock()
+                .map_err(|_| StoreError::Unavailable("reconnecting".into()))?
+        } else {
+            self.connecting.lock().await
+        };
+        if let Some(c) = self.current() {
             return Ok(c);
         }
         {
@@ -124,6 +147,7 @@ impl RedisState {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         tracing::info!(url = %self.settings.url, "connected to redis");
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
+        self.connected_once.store(true, Ordering::Release);
         Ok(c)
     }
 
