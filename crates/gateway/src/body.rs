@@ -16,6 +16,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::http::BodyPending;
+
 /// Why a request body was cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BodyLimit {
@@ -49,6 +51,8 @@ pub struct GuardedBody {
     sleep: Pin<Box<Sleep>>,
     /// Bytes passed on, for the audit event (when there is one).
     count: Option<Arc<AtomicU64>>,
+    /// Released when the body ends (HTTP/1.1: the next bytes are the next head).
+    pending: Option<BodyPending>,
 }
 
 impl GuardedBody {
@@ -66,7 +70,14 @@ impl GuardedBody {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             count,
+            pending: None,
         }
+    }
+
+    /// Holds `pending` until the body ends or is dropped.
+    pub(crate) fn releasing(mut self, pending: Option<BodyPending>) -> Self {
+        self.pending = pending;
+        self
     }
 }
 
@@ -97,8 +108,14 @@ impl Body for GuardedBody {
                 this.sleep.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                this.pending = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.pending = None;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(BodyLimit::Timeout))));

@@ -52,6 +52,9 @@ struct ConnCtx {
     shared: Arc<Shared>,
     /// Requests being answered (the idle timeout waits while there are some).
     in_flight: AtomicUsize,
+    /// Request bodies still being read: an upstream may answer before it has read the
+    /// whole upload, and the upload's bytes are not the next request head.
+    bodies: AtomicUsize,
     /// Requests answered, and requests the client abandoned before their answer.
     completed: AtomicUsize,
     cancelled: AtomicUsize,
@@ -81,6 +84,7 @@ impl ConnCtx {
             runtime,
             shared,
             in_flight: AtomicUsize::new(0),
+            bodies: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             reset_flood: CancellationToken::new(),
@@ -92,6 +96,15 @@ impl ConnCtx {
     /// Closes this connection after its current answers if `client` (the address the
     /// policy saw) is its socket peer; behind a trusted proxy the connection carries
     /// other clients too and stays open.
+    /// HTTP/1.1: once no request is answered and no request body is read, the
+    /// client's next byte starts the next request head. (Sequentially consistent: of a
+    /// request guard and a body ending together, one of them sees both counts at zero.)
+    fn between_requests(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 && self.bodies.load(Ordering::SeqCst) == 0 {
+            self.clock.await_head();
+        }
+    }
+
     fn close_if_peer(&self, client: IpAddr) {
         if client == self.conn.peer.ip() {
             self.banned.cancel();
@@ -122,12 +135,36 @@ impl RequestGuard {
     }
 }
 
+/// A request body not yet read to its end: it rides in the request's extensions and
+/// then in the [`GuardedBody`] that forwards it, and is released when the body ends or
+/// is dropped (with a refused request).
+#[derive(Clone)]
+pub(crate) struct BodyPending {
+    _release: Arc<PendingBody>,
+}
+
+struct PendingBody(Arc<ConnCtx>);
+
+impl BodyPending {
+    fn new(ctx: &Arc<ConnCtx>) -> BodyPending {
+        ctx.bodies.fetch_add(1, Ordering::SeqCst);
+        BodyPending {
+            _release: Arc::new(PendingBody(ctx.clone())),
+        }
+    }
+}
+
+impl Drop for PendingBody {
+    fn drop(&mut self) {
+        self.0.bodies.fetch_sub(1, Ordering::SeqCst);
+        self.0.between_requests();
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // HTTP/1.1: the client's next byte starts the next request head.
-            self.ctx.clock.await_head();
-        }
+        self.ctx.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.ctx.between_requests();
         if self.answered {
             self.ctx.completed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -292,13 +329,17 @@ where
     let conn_ctx = ctx.clone();
     let limits = &rt.listener.limits;
     let reset_limit = limits.h2_max_pending_reset_streams;
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
         async move {
+            let mut req = req;
             if req.version() == Version::HTTP_2 {
                 ctx.clock.no_more_heads();
             } else {
                 ctx.clock.head_received();
+                if !req.body().is_end_stream() {
+                    req.extensions_mut().insert(BodyPending::new(&ctx));
+                }
             }
             let mut guard = RequestGuard::new(ctx.clone(), reset_limit);
             let resp = handle(req, &ctx).await;
@@ -343,6 +384,19 @@ where
             clock.touch();
         }
     };
+    let head_watch = async {
+        loop {
+            clock.head_overdue(limits.header_read_timeout).await;
+            if conn_ctx.in_flight.load(Ordering::SeqCst) == 0
+                && conn_ctx.bodies.load(Ordering::SeqCst) == 0
+            {
+                return;
+            }
+            // A request or its body is still under way (a late `await_head` raced
+            // with the next request): not a head.
+            clock.head_received();
+        }
+    };
     let stats = shared.guard.stats().clone();
     let listener = &rt.listener.name;
     let peer = conn_ctx.conn.peer;
@@ -367,7 +421,7 @@ where
             );
             ("h2_reset_flood", None)
         }
-        () = clock.head_overdue(limits.header_read_timeout) => {
+        () = head_watch => {
             AbuseStats::bump(&stats.header_timeouts);
             tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
             ("header_read_timeout", None)
@@ -996,7 +1050,8 @@ async fn proxy(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone());
+    let body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone())
+        .releasing(parts.extensions.remove::<BodyPending>());
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,

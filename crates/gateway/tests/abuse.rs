@@ -305,6 +305,30 @@ async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() 
     assert_eq!(resp.await.unwrap().status(), 200);
 }
 
+/// An upload that goes on after the upstream has answered is still the request's
+/// body, not the start of the next request head: it is not cut at the head timeout,
+/// and the connection then serves the next request.
+#[tokio::test]
+async fn an_upload_outlasting_an_early_answer_is_not_a_slow_head() {
+    let g = start("header_read_timeout_ms = 800", "").await;
+    let mut s = connect_from("127.0.0.36", g.plain).await;
+    s.write_all(b"POST /open/early HTTP/1.1\r\nHost: gw\r\nContent-Length: 2000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 100]).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200, "the early answer");
+    // The rest of the upload, 100 bytes every 150 ms: 2.85 s, past the head timeout.
+    for _ in 0..19 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(&[b'x'; 100]).await.unwrap();
+    }
+    s.write_all(b"GET /open/next HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200, "the next request");
+    assert_eq!(g.gw.abuse_stats().header_timeouts, 0);
+}
+
 /// The head timer cannot be switched off by looking like HTTP/2: a plaintext head
 /// that starts like the HTTP/2 preface but is not it, and HTTP/1.1 spoken over a TLS
 /// connection whose ALPN agreed on h2, are both cut at the head timeout.

@@ -1,5 +1,5 @@
 //! Real upstreams started by the tests: an HTTP/1.1 echo server (which also streams,
-//! stalls and accepts WebSocket upgrades), the same over TLS with HTTP/2 only, and a
+//! stalls, answers before reading an upload and accepts WebSocket upgrades), the same over TLS with HTTP/2 only, and a
 //! TCP echo server.
 
 use std::convert::Infallible;
@@ -46,6 +46,13 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             }
         });
         return Ok(Response::new(body.boxed()));
+    }
+    if path.ends_with("/early") {
+        // Answers before it has read the upload, which it then reads to its end.
+        tokio::spawn(async move {
+            let _ = req.into_body().collect().await;
+        });
+        return Ok(Response::new(full("early")));
     }
     if req.headers().contains_key(http::header::UPGRADE) {
         return Ok(websocket(req));
