@@ -93,9 +93,6 @@ impl ConnCtx {
         }
     }
 
-    /// Closes this connection after its current answers if `client` (the address the
-    /// policy saw) is its socket peer; behind a trusted proxy the connection carries
-    /// other clients too and stays open.
     /// HTTP/1.1: once no request is answered and no request body is read, the
     /// client's next byte starts the next request head. (Sequentially consistent: of a
     /// request guard and a body ending together, one of them sees both counts at zero.)
@@ -105,6 +102,9 @@ impl ConnCtx {
         }
     }
 
+    /// Closes this connection after its current answers if `client` (the address the
+    /// policy saw) is its socket peer; behind a trusted proxy the connection carries
+    /// other clients too and stays open.
     fn close_if_peer(&self, client: IpAddr) {
         if client == self.conn.peer.ip() {
             self.banned.cancel();
