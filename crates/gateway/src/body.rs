@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::http::BodyPending;
+use crate::tcp::Activity;
 
 /// Why a request body was cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +51,9 @@ pub struct GuardedBody {
     sleep: Pin<Box<Sleep>>,
     /// Bytes passed on, for the audit event (when there is one).
     count: Option<Arc<AtomicU64>>,
-    /// Released when the body ends (HTTP/1.1: the next bytes are the next head).
-    pending: Option<BodyPending>,
+    /// The connection's activity, told of each piece passed on: an upload that goes
+    /// on after an early answer holds off the next request head's timeout.
+    progress: Option<Arc<Activity>>,
 }
 
 impl GuardedBody {
@@ -70,13 +71,13 @@ impl GuardedBody {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             count,
-            pending: None,
+            progress: None,
         }
     }
 
-    /// Holds `pending` until the body ends or is dropped.
-    pub(crate) fn releasing(mut self, pending: Option<BodyPending>) -> Self {
-        self.pending = pending;
+    /// Tells `clock` of each piece passed on.
+    pub(crate) fn reporting_to(mut self, clock: Arc<Activity>) -> Self {
+        self.progress = Some(clock);
         self
     }
 }
@@ -103,19 +104,16 @@ impl Body for GuardedBody {
                     if let Some(c) = &this.count {
                         c.fetch_add(n, Ordering::Relaxed);
                     }
+                    if let Some(p) = &this.progress {
+                        p.body_progress();
+                    }
                 }
                 let deadline = Instant::now() + this.timeout;
                 this.sleep.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.pending = None;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                this.pending = None;
-                Poll::Ready(None)
-            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(Box::new(BodyLimit::Timeout))));

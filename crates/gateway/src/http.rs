@@ -52,9 +52,6 @@ struct ConnCtx {
     shared: Arc<Shared>,
     /// Requests being answered (the idle timeout waits while there are some).
     in_flight: AtomicUsize,
-    /// Request bodies still being read: an upstream may answer before it has read the
-    /// whole upload, and the upload's bytes are not the next request head.
-    bodies: AtomicUsize,
     /// Requests answered, and requests the client abandoned before their answer.
     completed: AtomicUsize,
     cancelled: AtomicUsize,
@@ -84,21 +81,11 @@ impl ConnCtx {
             runtime,
             shared,
             in_flight: AtomicUsize::new(0),
-            bodies: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             reset_flood: CancellationToken::new(),
             banned: CancellationToken::new(),
             clock,
-        }
-    }
-
-    /// HTTP/1.1: once no request is answered and no request body is read, the
-    /// client's next byte starts the next request head. (Sequentially consistent: of a
-    /// request guard and a body ending together, one of them sees both counts at zero.)
-    fn between_requests(&self) {
-        if self.in_flight.load(Ordering::SeqCst) == 0 && self.bodies.load(Ordering::SeqCst) == 0 {
-            self.clock.await_head();
         }
     }
 
@@ -135,36 +122,12 @@ impl RequestGuard {
     }
 }
 
-/// A request body not yet read to its end: it rides in the request's extensions and
-/// then in the [`GuardedBody`] that forwards it, and is released when the body ends or
-/// is dropped (with a refused request).
-#[derive(Clone)]
-pub(crate) struct BodyPending {
-    _release: Arc<PendingBody>,
-}
-
-struct PendingBody(Arc<ConnCtx>);
-
-impl BodyPending {
-    fn new(ctx: &Arc<ConnCtx>) -> BodyPending {
-        ctx.bodies.fetch_add(1, Ordering::SeqCst);
-        BodyPending {
-            _release: Arc::new(PendingBody(ctx.clone())),
-        }
-    }
-}
-
-impl Drop for PendingBody {
-    fn drop(&mut self) {
-        self.0.bodies.fetch_sub(1, Ordering::SeqCst);
-        self.0.between_requests();
-    }
-}
-
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.ctx.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.ctx.between_requests();
+        if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // HTTP/1.1: the client's next byte starts the next request head.
+            self.ctx.clock.await_head();
+        }
         if self.answered {
             self.ctx.completed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -202,6 +165,8 @@ pub(crate) async fn serve_connection(
     let Some((tls, cert)) = handshake(acceptor, stream, &mut conn, &rt, &shared).await else {
         return;
     };
+    // The handshake was activity too.
+    clock.touch();
     let tls = Tracked::http(tls, clock.clone());
     let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared, clock));
     serve_http(TokioIo::new(tls), ctx, &rt).await;
@@ -332,14 +297,10 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
         async move {
-            let mut req = req;
             if req.version() == Version::HTTP_2 {
                 ctx.clock.no_more_heads();
             } else {
                 ctx.clock.head_received();
-                if !req.body().is_end_stream() {
-                    req.extensions_mut().insert(BodyPending::new(&ctx));
-                }
             }
             let mut guard = RequestGuard::new(ctx.clone(), reset_limit);
             let resp = handle(req, &ctx).await;
@@ -387,13 +348,10 @@ where
     let head_watch = async {
         loop {
             clock.head_overdue(limits.header_read_timeout).await;
-            if conn_ctx.in_flight.load(Ordering::SeqCst) == 0
-                && conn_ctx.bodies.load(Ordering::SeqCst) == 0
-            {
+            if conn_ctx.in_flight.load(Ordering::Acquire) == 0 {
                 return;
             }
-            // A request or its body is still under way (a late `await_head` raced
-            // with the next request): not a head.
+            // A request is being answered: whatever was timed was not a head.
             clock.head_received();
         }
     };
@@ -1051,7 +1009,7 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone())
-        .releasing(parts.extensions.remove::<BodyPending>());
+        .reporting_to(ctx.clock.clone());
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,

@@ -150,6 +150,8 @@ pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     wrote_ms: AtomicU64,
+    /// The last piece of a request body passed on to an upstream.
+    body_ms: AtomicU64,
     /// [`HEAD_IDLE`], [`HEAD_NEXT`], [`HEAD_NEVER`], or when the head in progress
     /// started.
     head_ms: AtomicU64,
@@ -172,6 +174,7 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             wrote_ms: AtomicU64::new(0),
+            body_ms: AtomicU64::new(0),
             head_ms: AtomicU64::new(HEAD_IDLE),
             head_started: Notify::new(),
         }
@@ -222,6 +225,11 @@ impl Activity {
         self.wrote_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// A piece of a request body was passed on to the upstream.
+    pub(crate) fn body_progress(&self) {
+        self.body_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
     /// The next byte from the client starts a request head (HTTP/1.1, between
     /// requests), unless the connection has no more heads.
     pub(crate) fn await_head(&self) {
@@ -248,8 +256,10 @@ impl Activity {
     }
 
     /// Resolves once a request head has been arriving for `limit` without being
-    /// complete. Time the gateway spends writing earlier answers does not count: the
-    /// client may send its next request while the last answer still streams.
+    /// complete. Time the gateway spends writing earlier answers, or passing on an
+    /// upload that goes on after its early answer, does not count: until that ends,
+    /// the client's bytes are not yet the next head. An upload that stalls stops
+    /// holding the timeout off.
     pub(crate) async fn head_overdue(&self, limit: Duration) {
         loop {
             let head = self.head_ms.load(Ordering::Acquire);
@@ -257,7 +267,9 @@ impl Activity {
                 self.head_started.notified().await;
                 continue;
             }
-            let from = head.max(self.wrote_ms.load(Ordering::Relaxed));
+            let from = head
+                .max(self.wrote_ms.load(Ordering::Relaxed))
+                .max(self.body_ms.load(Ordering::Relaxed));
             let deadline = self.start + Duration::from_millis(from) + limit;
             if Instant::now() >= deadline {
                 return;

@@ -280,6 +280,7 @@ async fn keep_alive_waits_are_the_idle_timeouts_and_heads_the_header_timeouts() 
     );
 
     // A keep-alive connection quiet for the idle timeout is closed, as idle.
+    drop(s);
     let idle_before = g.gw.abuse_stats().idle_closes;
     let mut s = connect_from("127.0.0.32", g.plain).await;
     s.write_all(get("/open/e").as_bytes()).await.unwrap();
@@ -341,7 +342,12 @@ async fn an_http2_lookalike_does_not_escape_the_head_timeout() {
         .unwrap();
     let started = Instant::now();
     assert!(closed_within(&mut s, 8).await, "a PRI head kept");
-    assert!(started.elapsed() < Duration::from_millis(4000));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_millis(4000));
+    eventually(5, "the PRI head's timeout counted", || async {
+        (g.gw.abuse_stats().header_timeouts >= 1).then_some(())
+    })
+    .await;
 
     let mut tls = support::client_tls(&g.pki.server_ca.pem, None, rustls::DEFAULT_VERSIONS);
     tls.alpn_protocols = vec![b"h2".to_vec()];
@@ -368,7 +374,12 @@ async fn an_http2_lookalike_does_not_escape_the_head_timeout() {
     })
     .await;
     assert!(closed.is_ok(), "HTTP/1.1 after ALPN h2 kept");
-    assert!(started.elapsed() < Duration::from_millis(4000));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_millis(4000));
+    eventually(5, "the second head's timeout counted", || async {
+        (g.gw.abuse_stats().header_timeouts >= 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
