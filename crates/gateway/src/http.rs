@@ -1008,8 +1008,10 @@ async fn proxy(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone())
-        .reporting_to(ctx.clock.clone());
+    let mut body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone());
+    if !body.is_end_stream() {
+        body = body.reporting_to(ctx.clock.clone());
+    }
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,

@@ -303,7 +303,8 @@ pub(crate) struct Tracked<S> {
     /// Bytes read from `inner` so far.
     pub(crate) read: u64,
     /// `Some` when `inner` carries the client's HTTP in plaintext (above TLS): its bytes
-    /// start request heads' clocks. The flag: the bytes so far begin the HTTP/2 preface.
+    /// start request heads' clocks, and the gateway's writes count as activity. The
+    /// flag: the bytes so far begin the HTTP/2 preface.
     http_preface: Option<bool>,
 }
 
@@ -356,7 +357,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        // A TCP route's writes mirror its reads on the other side, already counted;
+        // an HTTP answer is written whether or not the client sends anything.
+        if self.http_preface.is_some() && matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.clock.wrote();
         }
         r

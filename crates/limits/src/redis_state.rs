@@ -8,7 +8,10 @@
 //!
 //! When Redis does not answer, the connection is dropped and the operation fails at
 //! once (the [`crate::Guard`] then answers locally); a new connection is tried at most
-//! once per `retry` interval, so an outage costs no time on the request path.
+//! once per `retry` interval, so an outage costs no time on the request path. Until
+//! Redis has been reached once, callers wait for the attempt in progress (bounded by
+//! the connection timeout) instead: at start-up the first requests and the ban sync
+//! race for the first connection, and losing that race is not an outage.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

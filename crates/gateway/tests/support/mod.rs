@@ -27,7 +27,7 @@ where
 
 /// Whether the server closes `s` (EOF or reset) within `secs`, reading past anything
 /// it sends first.
-pub async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, secs: u64) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 4096];
     let drained = async {
