@@ -28,6 +28,7 @@ fn event(i: u64) -> Event {
         oid: Some("00000000-0000-0000-0000-000000000001".into()),
         azp: Some("11111111-2222-3333-4444-555555555555".into()),
         cert_subject: None,
+        rendered: Default::default(),
     }));
     e.http = Some(Box::new(HttpInfo {
         method: Some("GET".into()),

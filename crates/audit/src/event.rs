@@ -194,6 +194,11 @@ fn process_nonce() -> u64 {
 }
 
 /// Who the token or certificate says the caller is. Never the token itself.
+///
+/// The gateway builds one per verified token and shares it (behind an `Arc`) between
+/// that token's requests; the ECS writer renders its fields once, into
+/// [`Identity::rendered`], and copies that text into each event. Fill the fields
+/// before the identity is first written, and leave them alone afterwards.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
     /// The token's key id (`kid` header).
@@ -206,6 +211,39 @@ pub struct Identity {
     pub azp: Option<Text>,
     /// The client certificate's subject, for mTLS identities.
     pub cert_subject: Option<Text>,
+    /// The ECS text of the token's fields, written on first use: leave it at its
+    /// default. Ignored by `==`; a clone starts empty.
+    pub rendered: Rendered,
+}
+
+/// An [`Identity`]'s ECS text, kept with the identity so that its strings are escaped
+/// once per token rather than once per event (they are a fifth of an event's fields).
+#[derive(Default)]
+pub struct Rendered(pub(crate) OnceLock<crate::format::EcsIdentity>);
+
+impl Clone for Rendered {
+    fn clone(&self) -> Rendered {
+        // The clone's fields may be changed before it is written: render it afresh.
+        Rendered::default()
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Rendered) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Rendered(ecs)"
+        } else {
+            "Rendered(-)"
+        })
+    }
 }
 
 /// TLS facts of a connection.

@@ -3,12 +3,16 @@
 //! Each writer appends to a caller's `Vec<u8>` so a sink formats a whole batch into
 //! one buffer without per-event allocation. The JSON writer is hand-written for the
 //! same reason (no intermediate `Value`, no per-field allocation); its string escaping
-//! is checked against `serde_json` by a property test.
+//! is checked against `serde_json` by a property test. What repeats between events is
+//! written once and copied: the `event` members that follow from an event's kind, an
+//! identity's `user` and `token` members (kept with the shared identity), and the
+//! timestamp's date and time of day.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
-use crate::event::{Action, Event, Outcome};
+use crate::event::{Action, Event, Identity, Outcome};
 use crate::timefmt::{unix_millis, write_rfc3339};
 
 /// The ECS version, as a literal for the fixed text of [`write_ecs`].
@@ -61,19 +65,38 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 pub(crate) fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(n.format(o).as_bytes());
-            }
+            let mut buf = [0u8; 15];
+            let n = ipv4_text(v4.octets(), &mut buf);
+            out.extend_from_slice(&buf[..n]);
         }
         // Rare on the hot path and with compression rules worth not rewriting.
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// Writes dotted-quad text into `buf` and returns its length: one copy per address
+/// into the event, not one per octet.
+fn ipv4_text(octets: [u8; 4], buf: &mut [u8; 15]) -> usize {
+    let mut n = 0;
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + (o / 10) % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    n
 }
 
 /// Appends `a` as `ip:port` (`[ip%scope]:port` for IPv6, as `Display` does).
@@ -162,14 +185,16 @@ impl<'a> Json<'a> {
         self.out.extend_from_slice(k.as_bytes());
     }
     /// Writes fixed text: whole members (`,"name":value`), or a value after a key.
-    fn lit(&mut self, text: &'static str) {
-        let text = if self.first {
-            text.strip_prefix(',').unwrap_or(text)
-        } else {
-            text
+    fn lit(&mut self, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        let text = match text {
+            [b',', rest @ ..] if self.first => rest,
+            _ => text,
         };
         self.first = false;
-        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(text);
     }
     fn str(&mut self, k: &'static str, v: &str) {
         self.key(k);
@@ -227,6 +252,87 @@ impl<'a> Json<'a> {
     }
 }
 
+/// `"category":[..],"type":[..],"action":"..","outcome":".."` for an event, the part
+/// of its `event` object that follows from its action, outcome and whether it is an
+/// HTTP event: written once per combination (sixty in all) and then copied whole.
+fn ecs_kind(event: &Event) -> &'static [u8] {
+    static TABLE: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failure, Outcome::Unknown];
+    let table = TABLE.get_or_init(|| {
+        let mut table = Vec::with_capacity(Action::ALL.len() * OUTCOMES.len() * 2);
+        for action in Action::ALL {
+            for outcome in OUTCOMES {
+                for http in [false, true] {
+                    let mut e = Event::new(action, outcome);
+                    e.http = http.then(Default::default);
+                    let mut text = Vec::new();
+                    let mut j = Json {
+                        out: &mut text,
+                        first: false,
+                    };
+                    j.list(key!("category"), ecs_category(&e));
+                    j.list(key!("type"), ecs_type(&e));
+                    j.str(key!("action"), action.as_str());
+                    j.str(key!("outcome"), outcome.as_str());
+                    table.push(text);
+                }
+            }
+        }
+        table
+    });
+    let action = Action::ALL
+        .iter()
+        .position(|a| *a == event.action)
+        .unwrap_or_default();
+    let outcome = OUTCOMES
+        .iter()
+        .position(|o| *o == event.outcome)
+        .unwrap_or_default();
+    table
+        .get((action * OUTCOMES.len() + outcome) * 2 + usize::from(event.http.is_some()))
+        .map_or(&[][..], |t| t.as_slice())
+}
+
+/// An identity's ECS members, rendered once per identity (see [`Identity::rendered`]):
+/// `,"user":{"id":..}` and `,"token":{"kid":..,"tid":..,"oid":..,"azp":..}`, each
+/// empty when the identity has none of its fields.
+pub(crate) struct EcsIdentity {
+    user: Box<[u8]>,
+    token: Box<[u8]>,
+}
+
+fn ecs_identity(i: &Identity) -> &EcsIdentity {
+    i.rendered.0.get_or_init(|| {
+        let mut user = Vec::new();
+        if let Some(oid) = i.oid.as_deref() {
+            let mut j = Json {
+                out: &mut user,
+                first: false,
+            };
+            j.obj(key!("user"));
+            j.str(key!("id"), oid);
+            j.end();
+        }
+        let mut token = Vec::new();
+        if i.kid.is_some() || i.tid.is_some() || i.oid.is_some() || i.azp.is_some() {
+            let mut j = Json {
+                out: &mut token,
+                first: false,
+            };
+            j.obj(key!("token"));
+            j.opt_str(key!("kid"), i.kid.as_deref());
+            j.opt_str(key!("tid"), i.tid.as_deref());
+            j.opt_str(key!("oid"), i.oid.as_deref());
+            j.opt_str(key!("azp"), i.azp.as_deref());
+            j.end();
+        }
+        EcsIdentity {
+            user: user.into(),
+            token: token.into(),
+        }
+    })
+}
+
 /// Appends `s` as a JSON string literal (RFC 8259 escaping; non-ASCII kept as UTF-8).
 pub fn json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
@@ -275,19 +381,22 @@ fn json_clean(bytes: &[u8]) -> bool {
     // Non-zero exactly when some byte of `x` is below `n` (for n <= 128).
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let has = |x: u64, b: u8| below(x ^ (ONES * u64::from(b)), 1);
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(c);
+    let dirty = |c: &[u8]| {
+        let mut word = [b' '; 8];
+        word[..c.len()].copy_from_slice(c);
         let x = u64::from_le_bytes(word);
-        if below(x, 0x20) | has(x, b'"') | has(x, b'\\') | has(x, 0x7f) != 0 {
-            return false;
-        }
+        below(x, 0x20) | has(x, b'"') | has(x, b'\\') | has(x, 0x7f) != 0
+    };
+    if bytes.len() < 8 {
+        // Padded with spaces, which need no escape.
+        return !dirty(bytes);
     }
-    chunks
-        .remainder()
-        .iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    let mut chunks = bytes.chunks_exact(8);
+    if chunks.any(dirty) {
+        return false;
+    }
+    // The last eight bytes, overlapping the last whole chunk: no byte-by-byte tail.
+    bytes.last_chunk::<8>().is_none_or(|c| !dirty(c))
 }
 
 /// Appends the one-line human summary used as ECS `message` when the event has none,
@@ -328,6 +437,8 @@ fn addr(j: &mut Json<'_>, k: &'static str, a: Option<SocketAddr>, bytes: Option<
 /// Appends `event` as one ECS JSON object (no newline). The field table is in the
 /// crate documentation and `FIELDS.md`.
 pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
+    // An event is about a kilobyte: one reservation rather than growth mid-event.
+    out.reserve(1536);
     let mut j = Json::open(out);
     j.raw(key!("@timestamp"), |out| {
         write_rfc3339(event.timestamp, out)
@@ -339,17 +450,17 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
             json_summary(event, j.out);
         }
     }
-    j.lit(concat!(
-        r#","ecs":{"version":""#,
-        ecs_version!(),
-        r#""},"event":{"id":""#
-    ));
+    j.lit(
+        concat!(
+            r#","ecs":{"version":""#,
+            ecs_version!(),
+            r#""},"event":{"id":""#
+        )
+        .as_bytes(),
+    );
     j.out.extend_from_slice(&event.id.to_bytes());
-    j.lit(r#"","kind":"event""#);
-    j.list(key!("category"), ecs_category(event));
-    j.list(key!("type"), ecs_type(event));
-    j.str(key!("action"), event.action.as_str());
-    j.str(key!("outcome"), event.outcome.as_str());
+    j.lit(br#"","kind":"event""#);
+    j.lit(ecs_kind(event));
     j.opt_str(key!("reason"), event.reason.as_deref());
     j.opt_num(
         key!("duration"),
@@ -358,13 +469,16 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
             .total
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     );
-    j.lit(concat!(
-        r#","dataset":"intraport.audit"},"observer":{"product":""#,
-        product!(),
-        r#"","type":"proxy","version":""#,
-        env!("CARGO_PKG_VERSION"),
-        r#""}"#
-    ));
+    j.lit(
+        concat!(
+            r#","dataset":"intraport.audit"},"observer":{"product":""#,
+            product!(),
+            r#"","type":"proxy","version":""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""}"#
+        )
+        .as_bytes(),
+    );
 
     addr(&mut j, key!("source"), event.source, event.bytes_in);
     addr(
@@ -374,7 +488,7 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
         event.bytes_out,
     );
     if event.source.is_some() || event.destination.is_some() {
-        j.lit(r#","network":{"transport":"tcp"}"#);
+        j.lit(br#","network":{"transport":"tcp"}"#);
     }
 
     let tls = event.tls.as_deref();
@@ -404,10 +518,9 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
         j.end();
     }
 
-    if let Some(oid) = event.identity.as_deref().and_then(|i| i.oid.as_deref()) {
-        j.obj(key!("user"));
-        j.str(key!("id"), oid);
-        j.end();
+    let identity = event.identity.as_deref().map(ecs_identity);
+    if let Some(i) = identity {
+        j.lit(&i.user);
     }
 
     if let Some(h) = event.http.as_deref() {
@@ -448,15 +561,8 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
     if let Some(u) = event.upstream {
         j.raw(key!("upstream"), |out| put_socket(out, u));
     }
-    if let Some(i) = event.identity.as_deref()
-        && (i.kid.is_some() || i.tid.is_some() || i.oid.is_some() || i.azp.is_some())
-    {
-        j.obj(key!("token"));
-        j.opt_str(key!("kid"), i.kid.as_deref());
-        j.opt_str(key!("tid"), i.tid.as_deref());
-        j.opt_str(key!("oid"), i.oid.as_deref());
-        j.opt_str(key!("azp"), i.azp.as_deref());
-        j.end();
+    if let Some(i) = identity {
+        j.lit(&i.token);
     }
     let d = &event.durations;
     if d.handshake.is_some() || d.auth.is_some() || d.upstream.is_some() || d.total.is_some() {
@@ -849,6 +955,7 @@ mod tests {
             oid: Some("o1".into()),
             azp: Some("a1".into()),
             cert_subject: None,
+            rendered: Default::default(),
         }));
         e.http = Some(Box::new(HttpInfo {
             method: Some("GET".into()),
@@ -892,6 +999,78 @@ mod tests {
         assert_eq!(j["intraport"]["duration_us"]["handshake"], 1500);
         assert_eq!(j["event"]["id"], e.id.to_string());
         assert!(j["@timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn the_kind_table_agrees_with_category_and_type() {
+        for action in Action::ALL {
+            for outcome in [Outcome::Success, Outcome::Failure, Outcome::Unknown] {
+                for http in [false, true] {
+                    let mut e = Event::new(action, outcome);
+                    e.http = http.then(Default::default);
+                    let mut v = Vec::new();
+                    write_ecs(&e, &mut v);
+                    let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+                    let list = |k: &str| -> Vec<String> {
+                        j["event"][k]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|s| s.as_str().unwrap().to_string())
+                            .collect()
+                    };
+                    assert_eq!(list("category"), ecs_category(&e), "{action} {outcome:?}");
+                    assert_eq!(list("type"), ecs_type(&e), "{action} {outcome:?}");
+                    assert_eq!(j["event"]["action"], action.as_str());
+                    assert_eq!(j["event"]["outcome"], outcome.as_str());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_identity_is_rendered_once_and_its_clone_afresh() {
+        let mut e = Event::new(Action::Authentication, Outcome::Success);
+        let id = std::sync::Arc::new(Identity {
+            kid: Some("k1".into()),
+            oid: Some("o1".into()),
+            ..Identity::default()
+        });
+        e.identity = Some(id.clone());
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        write_ecs(&e, &mut first);
+        assert!(id.rendered.0.get().is_some());
+        write_ecs(&e, &mut second);
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_slice(&first).unwrap(),
+            serde_json::from_slice(&second).unwrap(),
+        );
+        assert_eq!(a["user"]["id"], "o1");
+        // The token's ids are the only member of `intraport` here: no stray comma.
+        assert_eq!(a["intraport"]["token"]["kid"], "k1");
+        assert_eq!(a["intraport"], b["intraport"]);
+        assert_eq!(a["user"], b["user"]);
+        // A clone may be changed before it is written: it is rendered from its fields.
+        let mut changed = (*id).clone();
+        assert!(changed.rendered.0.get().is_none());
+        assert_eq!(changed, *id, "the rendered text takes no part in equality");
+        changed.oid = Some("o2".into());
+        e.identity = Some(std::sync::Arc::new(changed));
+        let mut third = Vec::new();
+        write_ecs(&e, &mut third);
+        let c: serde_json::Value = serde_json::from_slice(&third).unwrap();
+        assert_eq!(c["user"]["id"], "o2");
+        assert_eq!(c["intraport"]["token"]["oid"], "o2");
+        // A certificate-only identity renders no token members: nothing, not a comma.
+        e.identity = Some(std::sync::Arc::new(Identity {
+            cert_subject: Some("CN=client".into()),
+            ..Identity::default()
+        }));
+        e.ban_duration = Some(std::time::Duration::from_secs(60));
+        let mut fourth = Vec::new();
+        write_ecs(&e, &mut fourth);
+        let d: serde_json::Value = serde_json::from_slice(&fourth).unwrap();
+        assert_eq!(d["intraport"]["ban_seconds"], 60);
     }
 
     #[test]
@@ -1074,12 +1253,19 @@ mod tests {
             e.reason = Some(s.as_str().into());
             e.route = Some(s.as_str().into());
             e.message = Some(s.as_str().into());
+            e.identity = Some(std::sync::Arc::new(Identity {
+                kid: Some(s.as_str().into()),
+                oid: Some(s.as_str().into()),
+                ..Identity::default()
+            }));
             let mut v = Vec::new();
             write_ecs(&e, &mut v);
             prop_assert!(!v.contains(&b'\n'));
             let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
             prop_assert_eq!(j["event"]["reason"].as_str().unwrap(), s.as_str());
             prop_assert_eq!(j["intraport"]["route"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["user"]["id"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["intraport"]["token"]["kid"].as_str().unwrap(), s.as_str());
         }
     }
 }

@@ -219,8 +219,8 @@ impl Audit {
     /// policy is `block`, in which case it waits for room in that queue (no I/O is
     /// awaited, only the sink worker's progress). Under `drop` a full queue drops the
     /// event for that sink and counts it.
-    pub async fn emit(&self, event: Event) {
-        let event = Arc::new(event);
+    pub async fn emit(&self, event: impl Into<Arc<Event>>) {
+        let event = event.into();
         for s in &self.inner.sinks {
             let item = Item {
                 event: event.clone(),
@@ -239,8 +239,8 @@ impl Audit {
     /// full sink under `block` gets it from a spawned task that waits for room (so
     /// nothing is lost, though that one event may land after later ones). Must be
     /// called inside a Tokio runtime when the policy is `block`.
-    pub fn emit_detached(&self, event: Event) {
-        let event = Arc::new(event);
+    pub fn emit_detached(&self, event: impl Into<Arc<Event>>) {
+        let event = event.into();
         for s in &self.inner.sinks {
             let item = Item {
                 event: event.clone(),

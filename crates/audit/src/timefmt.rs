@@ -5,6 +5,7 @@
 //! every event, needs no allocation and no time-zone database, and the civil-date
 //! conversion is the short, well-known days-to-civil algorithm.
 
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Appends `2024-05-01T12:34:56.123456Z` for `t` to `out`. Times before 1970 are
@@ -12,12 +13,32 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let micros = d.subsec_micros();
+    // Events come by the thousand per second: the date and time of day (all but the
+    // microseconds) are worked out once per second and thread.
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
+    let mut buf = [0u8; 27];
+    let (last, prefix) = SECOND.get();
+    if last == secs {
+        buf[..20].copy_from_slice(&prefix);
+    } else {
+        write_second(secs, &mut buf);
+        let mut prefix = [0u8; 20];
+        prefix.copy_from_slice(&buf[..20]);
+        SECOND.set((secs, prefix));
+    }
+    put(&mut buf[20..26], u64::from(d.subsec_micros()));
+    buf[26] = b'Z';
+    out.extend_from_slice(&buf);
+}
+
+/// Writes `2024-05-01T12:34:56.` for `secs` since the epoch into `buf[..20]`.
+fn write_second(secs: u64, buf: &mut [u8; 27]) {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days as i64);
     let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    let mut buf = [0u8; 27];
     put(&mut buf[0..4], y as u64);
     buf[4] = b'-';
     put(&mut buf[5..7], m as u64);
@@ -30,9 +51,6 @@ pub fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     buf[16] = b':';
     put(&mut buf[17..19], ss);
     buf[19] = b'.';
-    put(&mut buf[20..26], micros as u64);
-    buf[26] = b'Z';
-    out.extend_from_slice(&buf);
 }
 
 /// Milliseconds since the epoch (CEF `rt`).
@@ -86,5 +104,14 @@ mod tests {
         assert_eq!(fmt(1_735_689_599, 999_999), "2024-12-31T23:59:59.999999Z");
         // 2100-03-01 (2100 is not a leap year)
         assert_eq!(fmt(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn the_per_second_cache_follows_the_clock() {
+        // Same second twice, the next second, then back (a clock step).
+        assert_eq!(fmt(1_735_689_599, 1), "2024-12-31T23:59:59.000001Z");
+        assert_eq!(fmt(1_735_689_599, 2), "2024-12-31T23:59:59.000002Z");
+        assert_eq!(fmt(1_735_689_600, 3), "2025-01-01T00:00:00.000003Z");
+        assert_eq!(fmt(1_735_689_599, 4), "2024-12-31T23:59:59.000004Z");
     }
 }

@@ -333,6 +333,7 @@ fn hostile_event(i: u64) -> Event {
         oid: Some("oid-1".into()),
         azp: Some("app-1".into()),
         cert_subject: None,
+        rendered: Default::default(),
     }));
     e
 }

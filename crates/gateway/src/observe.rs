@@ -97,6 +97,7 @@ fn build_identity(
         oid: token.and_then(|t| text(&t.object_id)),
         azp: token.and_then(|t| text(&t.app_id)),
         cert_subject: cert.map(|c| Text::from(c.subject.as_str())),
+        rendered: Default::default(),
     }
 }
 
@@ -153,20 +154,20 @@ impl RequestTrace {
             Some((code, false)) => (Action::PolicyDecision, Outcome::Failure, Some(code)),
         };
         let mut e = conn.event(action, outcome);
-        e.reason = reason.map(Text::from);
+        e.reason = reason.map(Text::new_static);
         e.request_id = Some(Text::from(rid));
         if let Some(ip) = self.client.filter(|ip| *ip != conn.peer.ip()) {
             // Behind a trusted proxy: the event is about the client it named.
             e.source = Some(SocketAddr::new(ip, 0));
         }
         e.route = self.route.as_deref().map(Text::from);
-        e.rule = self.rule.map(Text::from);
+        e.rule = self.rule.map(Text::new_static);
         e.identity = identity(self.identity.as_deref(), self.refused_kid.clone(), cert);
         e.http = Some(Box::new(HttpInfo {
             method: Some(Text::from(method.as_str())),
             path: Some(Text::from(path)),
             status: Some(status),
-            version: Some(Text::from(match version {
+            version: Some(Text::new_static(match version {
                 http::Version::HTTP_2 => "2",
                 http::Version::HTTP_10 => "1.0",
                 _ => "1.1",
@@ -183,7 +184,8 @@ impl RequestTrace {
 pub(crate) struct AuditedBody {
     inner: Body,
     sent: u64,
-    event: Option<Box<Event>>,
+    /// Shared from the start, so that queueing it for the sinks is a move, not a copy.
+    event: Option<Arc<Event>>,
     audit: Audit,
     bytes_in: Option<Arc<AtomicU64>>,
     started: Instant,
@@ -200,7 +202,7 @@ impl AuditedBody {
         AuditedBody {
             inner,
             sent: 0,
-            event: Some(Box::new(event)),
+            event: Some(Arc::new(event)),
             audit,
             bytes_in,
             started,
@@ -236,11 +238,13 @@ impl hyper::body::Body for AuditedBody {
 
 impl Drop for AuditedBody {
     fn drop(&mut self) {
-        if let Some(mut e) = self.event.take() {
+        if let Some(mut event) = self.event.take() {
+            // Not shared yet: `make_mut` changes it in place.
+            let e = Arc::make_mut(&mut event);
             e.bytes_out = Some(self.sent);
             e.bytes_in = self.bytes_in.as_ref().map(|b| b.load(Ordering::Relaxed));
             e.durations.total = Some(self.started.elapsed());
-            self.audit.emit_detached(*e);
+            self.audit.emit_detached(event);
         }
     }
 }
