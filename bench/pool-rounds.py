@@ -6,7 +6,8 @@ configurations (audit on and off, say) needs several runs, and on a shared machi
 run against another moves by as much as the effect being measured. This reads each
 run's per-round results (`results.tsv` in the run's BENCH_DIR) and reports, for every
 group of runs, intraport's medians over all their rounds (req/s, p99, CPU per request,
-and CPU per request relative to haproxy-plain in the same round), then the second
+CPU per request relative to haproxy-plain and req/s relative to haproxy-jwt in the same
+round, as the harness's own ratio column), then the second
 group against the first: their medians, and when the groups have as many rounds, the
 median of the round-by-round differences (runs given in the order they were made).
 
@@ -29,7 +30,7 @@ def ms(v):
 
 
 def rounds(run_dir):
-    """intraport's figures and haproxy-plain's CPU per request, round by round."""
+    """intraport's figures, and its ratios to the peers in the same round, round by round."""
     by_round = {}
     path = f"{run_dir}/results.tsv"
     try:
@@ -48,10 +49,11 @@ def rounds(run_dir):
             sys.exit(f"{path}:{n}: a figure is not a number: {line!r}")
     out = []
     for rnd, targets in sorted(by_round.items()):
-        if "intraport" not in targets or "haproxy-plain" not in targets:
-            sys.exit(f"{path}: round {rnd} lacks intraport or haproxy-plain")
+        for needed in ("intraport", "haproxy-plain", "haproxy-jwt"):
+            if needed not in targets:
+                sys.exit(f"{path}: round {rnd} lacks {needed}")
         rps, p99, us = targets["intraport"]
-        out.append((rps, p99, us, us / targets["haproxy-plain"][2]))
+        out.append((rps, p99, us, us / targets["haproxy-plain"][2], rps / targets["haproxy-jwt"][0]))
     return out
 
 
@@ -62,7 +64,7 @@ def quartiles(values):
 
 def summary(rows):
     med = [statistics.median(col) for col in zip(*rows)]
-    return {"n": len(rows), "rps": med[0], "p99": med[1], "us": med[2], "rel": med[3]}
+    return {"n": len(rows), "rps": med[0], "p99": med[1], "us": med[2], "rel": med[3], "jwt": med[4]}
 
 
 def main(argv):
@@ -75,16 +77,23 @@ def main(argv):
         if not rows:
             sys.exit(f"{name}: no rounds")
         groups.append((name, summary(rows), rows))
-    print(f"{'group':<10}{'rounds':>7}{'req/s':>9}{'p99 ms':>8}{'cpu us/req':>12}{'vs haproxy-plain cpu':>22}")
+    print(
+        f"{'group':<10}{'rounds':>7}{'req/s':>9}{'p99 ms':>8}{'cpu us/req':>12}"
+        f"{'vs haproxy-plain cpu':>22}{'vs haproxy-jwt req/s':>22}"
+    )
     for name, s, _ in groups:
-        print(f"{name:<10}{s['n']:>7}{s['rps']:>9.0f}{s['p99']:>8.2f}{s['us']:>12.1f}{s['rel']:>22.3f}")
+        print(
+            f"{name:<10}{s['n']:>7}{s['rps']:>9.0f}{s['p99']:>8.2f}{s['us']:>12.1f}"
+            f"{s['rel']:>22.3f}{s['jwt']:>22.2f}"
+        )
     if len(groups) >= 2:
         (a, x, ra), (b, y, rb) = groups[0], groups[1]
         pct = lambda new, old: (new / old - 1) * 100
         print(
             f"{b} against {a} (medians): cpu/req {pct(y['us'], x['us']):+.1f} %, "
             f"req/s {pct(y['rps'], x['rps']):+.1f} %, "
-            f"cpu/req relative to haproxy-plain {pct(y['rel'], x['rel']):+.1f} %"
+            f"cpu/req relative to haproxy-plain {pct(y['rel'], x['rel']):+.1f} %, "
+            f"req/s relative to haproxy-jwt {pct(y['jwt'], x['jwt']):+.1f} %"
         )
         if len(ra) == len(rb):
             # The n-th round of one group beside the n-th of the other: with runs
