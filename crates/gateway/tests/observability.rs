@@ -62,6 +62,8 @@ audiences = ["{aud}"]
 name = "plain"
 listen = "127.0.0.1:0"
 protocol = "http"
+[listener.limits]
+header_read_timeout_ms = 400
 
 [[listener]]
 name = "mtls"
@@ -370,6 +372,45 @@ async fn every_connection_request_ban_and_reload_has_its_event() {
     assert_eq!(ban["source"]["ip"], "127.0.0.1");
     assert_eq!(reason(ban), "malformed");
     assert_eq!(ban["intraport"]["ban_seconds"], 2);
+}
+
+/// A request head not finished within the header timeout closes its connection, and
+/// the close is an event naming that reason, the client and how long it lasted.
+#[tokio::test]
+async fn a_head_cut_at_the_header_timeout_is_an_event_with_its_reason() {
+    use tokio::io::AsyncWriteExt;
+    let g = start().await;
+    let mut slow = tokio::net::TcpStream::connect(g.plain).await.unwrap();
+    let port = slow.local_addr().unwrap().port();
+    slow.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, 5).await,
+        "the unfinished head was not cut"
+    );
+    let evs = events(&g.audit, "the slow head's close", |evs| {
+        evs.iter().any(|e| {
+            action(e) == "connection-closed" && e["source"]["port"].as_u64() == Some(port.into())
+        })
+    })
+    .await;
+    let closed = evs
+        .iter()
+        .find(|e| {
+            action(e) == "connection-closed" && e["source"]["port"].as_u64() == Some(port.into())
+        })
+        .unwrap();
+    assert_eq!(reason(closed), "header_read_timeout");
+    assert_eq!(closed["event"]["outcome"], "failure");
+    assert_eq!(closed["intraport"]["listener"], "plain");
+    let lasted = closed["intraport"]["duration_us"]["total"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (350_000..5_000_000).contains(&lasted),
+        "closed after {lasted} us, the timeout is 400 ms"
+    );
 }
 
 #[tokio::test]
