@@ -18,27 +18,28 @@ pub fn write_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     thread_local! {
         static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
     }
+    let prefix = match SECOND.get() {
+        (last, prefix) if last == secs => prefix,
+        _ => {
+            let prefix = second_text(secs);
+            SECOND.set((secs, prefix));
+            prefix
+        }
+    };
     let mut buf = [0u8; 27];
-    let (last, prefix) = SECOND.get();
-    if last == secs {
-        buf[..20].copy_from_slice(&prefix);
-    } else {
-        write_second(secs, &mut buf);
-        let mut prefix = [0u8; 20];
-        prefix.copy_from_slice(&buf[..20]);
-        SECOND.set((secs, prefix));
-    }
+    buf[..20].copy_from_slice(&prefix);
     put(&mut buf[20..26], u64::from(d.subsec_micros()));
     buf[26] = b'Z';
     out.extend_from_slice(&buf);
 }
 
-/// Writes `2024-05-01T12:34:56.` for `secs` since the epoch into `buf[..20]`.
-fn write_second(secs: u64, buf: &mut [u8; 27]) {
+/// `2024-05-01T12:34:56.` for `secs` since the epoch.
+fn second_text(secs: u64) -> [u8; 20] {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days as i64);
     let (hh, mm, ss) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let mut buf = [0u8; 20];
     put(&mut buf[0..4], y as u64);
     buf[4] = b'-';
     put(&mut buf[5..7], m as u64);
@@ -51,6 +52,7 @@ fn write_second(secs: u64, buf: &mut [u8; 27]) {
     buf[16] = b':';
     put(&mut buf[17..19], ss);
     buf[19] = b'.';
+    buf
 }
 
 /// Milliseconds since the epoch (CEF `rt`).

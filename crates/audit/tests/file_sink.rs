@@ -1,6 +1,6 @@
 //! The file sink on a real filesystem: group commit, `sync` durability, rotation by
 //! size and age with gzip, pruning, and the queue-full policies against a writer that
-//! really blocks (a FIFO nobody reads).
+//! really blocks (a FIFO nobody reads), and a file the kernel refuses to write.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
@@ -393,4 +393,23 @@ fn bad_paths_fail_the_start_with_the_path() {
         let err = Audit::start(&cfg).err().expect("must fail");
         assert!(err.to_string().contains("/proc/intraport-audit-test"), "{err}");
     });
+}
+
+/// A file the kernel refuses to write (`/dev/full`: every write fails with "no space
+/// left"): every event is counted as dropped and the errors as errors, none as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_cannot_be_written_are_counted_as_dropped() {
+    let cfg = config("[audit]\n[[audit.sink]]\ntype = \"file\"\npath = \"/dev/full\"\n");
+    let (audit, handle) = Audit::start(&cfg).unwrap();
+    for i in 0..500 {
+        audit.emit(event(i)).await;
+    }
+    wait_async("500 dropped", 10, || {
+        (audit.stats()[0].dropped == 500).then_some(())
+    })
+    .await;
+    let stats = handle.shutdown().await;
+    assert_eq!(stats[0].written, 0);
+    assert_eq!(stats[0].dropped, 500);
+    assert!(stats[0].errors >= 1, "{stats:?}");
 }
