@@ -118,8 +118,9 @@ pub enum QueueFull {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Group commit: `fsync` at most `commit_interval_ms` after the first unsynced
-    /// write.
+    /// Group commit: the events of up to 25 ms (or the commit interval, if shorter)
+    /// are written together, and `fsync` follows at most `commit_interval_ms` after
+    /// the first unsynced write, however steadily events keep arriving.
     #[default]
     Group,
     /// Every batch is fsynced before `emit_durable` returns.

@@ -28,6 +28,7 @@ pub(crate) struct Counters {
     pub spooled: AtomicU64,
     pub spool_pending: AtomicU64,
     pub errors: AtomicU64,
+    pub syncs: AtomicU64,
     pub connected: AtomicBool,
 }
 
@@ -88,6 +89,9 @@ pub struct SinkStats {
     pub spool_pending: u64,
     /// Write, fsync or connection errors seen.
     pub errors: u64,
+    /// For file sinks: fsyncs done (in group mode, at least one per commit interval
+    /// while events arrive).
+    pub syncs: u64,
     /// For TCP/TLS syslog: whether the collector is connected now.
     pub connected: Option<bool>,
 }
@@ -333,6 +337,7 @@ impl Audit {
                 spooled: s.counters.spooled.load(Ordering::Relaxed),
                 spool_pending: s.counters.spool_pending.load(Ordering::Relaxed),
                 errors: s.counters.errors.load(Ordering::Relaxed),
+                syncs: s.counters.syncs.load(Ordering::Relaxed),
                 connected: s
                     .network
                     .then(|| s.counters.connected.load(Ordering::Relaxed)),

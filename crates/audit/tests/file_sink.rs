@@ -413,3 +413,39 @@ async fn events_that_cannot_be_written_are_counted_as_dropped() {
     assert_eq!(stats[0].dropped, 500);
     assert!(stats[0].errors >= 1, "{stats:?}");
 }
+
+/// Under a steady stream of events the worker never finds its queue empty, yet group
+/// commit still fsyncs about once per commit interval: the deadline is checked after
+/// every batch, not only while the queue is idle (where a batch would always win).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_fsyncs_every_interval_under_steady_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let cfg = config(&format!(
+        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {:?}\ncommit_interval_ms = 50\n",
+        path
+    ));
+    let (audit, handle) = Audit::start(&cfg).unwrap();
+    let emitter = audit.clone();
+    let rt = tokio::runtime::Handle::current();
+    // An event every few tens of microseconds, from a thread of its own: far more
+    // often than a batch takes to write, so events wait whenever the worker looks.
+    let (emitted, syncs) = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut i = 0;
+        while start.elapsed() < Duration::from_secs(1) {
+            rt.block_on(emitter.emit(event(i)));
+            i += 1;
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        (i, emitter.stats()[0].syncs)
+    })
+    .await
+    .unwrap();
+    // One second at one fsync per 50 ms is about 20; half that leaves a loaded
+    // machine its slack.
+    assert!(syncs >= 10, "{syncs} fsyncs in 1 s of {emitted} events");
+    let stats = handle.shutdown().await;
+    assert_eq!(stats[0].written, emitted);
+    assert_eq!(stats[0].dropped, 0);
+}

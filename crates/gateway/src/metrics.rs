@@ -403,6 +403,14 @@ impl Collector for StateCollector {
             MetricType::Counter,
             as_counters(per_sink(|s| s.errors)),
         )?;
+        family(
+            &mut e,
+            "audit_syncs",
+            "fsyncs of each audit file sink (group mode: about one per commit interval while events arrive)",
+            None,
+            MetricType::Counter,
+            as_counters(per_sink(|s| s.syncs)),
+        )?;
         let reloads = &shared.reloads;
         family(
             &mut e,
