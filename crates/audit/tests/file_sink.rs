@@ -17,6 +17,13 @@ fn config(toml_text: &str) -> AuditConfig {
     toml::from_str::<Doc>(toml_text).unwrap().audit
 }
 
+/// One file sink at `path`, with `extra` lines of its table.
+fn file_sink(path: &Path, extra: &str) -> AuditConfig {
+    config(&format!(
+        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {path:?}\n{extra}"
+    ))
+}
+
 fn event(i: u64) -> Event {
     let mut e = Event::new(Action::ConnectionAccepted, Outcome::Success);
     e.connection_id = Some(i);
@@ -90,10 +97,7 @@ fn rotated(dir: &Path, name: &str) -> Vec<PathBuf> {
 async fn group_commit_writes_every_event_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let cfg = config(&format!(
-        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {:?}\ncommit_interval_ms = 50\n",
-        path
-    ));
+    let cfg = file_sink(&path, "commit_interval_ms = 50\n");
     let (audit, handle) = Audit::start(&cfg).unwrap();
     assert!(!audit.is_sync());
     for i in 0..1000 {
@@ -169,10 +173,7 @@ async fn sync_mode_event_is_in_the_file_when_emit_durable_returns() {
 async fn size_rotation_gzips_and_keeps_every_line_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let cfg = config(&format!(
-        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {:?}\nrotate_size_bytes = 4000\n",
-        path
-    ));
+    let cfg = file_sink(&path, "rotate_size_bytes = 4000\n");
     let (audit, handle) = Audit::start(&cfg).unwrap();
     for i in 0..200 {
         audit.emit(event(i)).await;
@@ -209,10 +210,10 @@ async fn size_rotation_gzips_and_keeps_every_line_once() {
 async fn keep_prunes_old_rotations_and_age_rotation_happens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
-    let cfg = config(&format!(
-        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {:?}\nrotate_size_bytes = 1000\nkeep = 2\ncompress = false\n",
-        path
-    ));
+    let cfg = file_sink(
+        &path,
+        "rotate_size_bytes = 1000\nkeep = 2\ncompress = false\n",
+    );
     let (audit, handle) = Audit::start(&cfg).unwrap();
     for i in 0..100 {
         audit.emit(event(i)).await;
@@ -230,10 +231,7 @@ async fn keep_prunes_old_rotations_and_age_rotation_happens() {
 
     // Age: a 1 s interval rotates a file that keeps receiving events.
     let path = dir.path().join("b.log");
-    let cfg = config(&format!(
-        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {:?}\nrotate_interval = \"1s\"\ncompress = false\n",
-        path
-    ));
+    let cfg = file_sink(&path, "rotate_interval = \"1s\"\ncompress = false\n");
     let (audit, handle) = Audit::start(&cfg).unwrap();
     let mut i = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -421,10 +419,7 @@ async fn events_that_cannot_be_written_are_counted_as_dropped() {
 async fn group_commit_fsyncs_every_interval_under_steady_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let cfg = config(&format!(
-        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {:?}\ncommit_interval_ms = 50\n",
-        path
-    ));
+    let cfg = file_sink(&path, "commit_interval_ms = 50\n");
     let (audit, handle) = Audit::start(&cfg).unwrap();
     let emitter = audit.clone();
     let rt = tokio::runtime::Handle::current();
