@@ -437,9 +437,9 @@ async fn group_commit_fsyncs_every_interval_under_steady_load() {
     })
     .await
     .unwrap();
-    // One second at one fsync per 50 ms is about 20; half that leaves a loaded
-    // machine its slack.
-    assert!(syncs >= 10, "{syncs} fsyncs in 1 s of {emitted} events");
+    // One second at one fsync per 50 ms is about 20 (the worker put them all off
+    // before, and did none); a quarter leaves a loaded machine's slow disk its slack.
+    assert!(syncs >= 5, "{syncs} fsyncs in 1 s of {emitted} events");
     let stats = handle.shutdown().await;
     assert_eq!(stats[0].written, emitted);
     assert_eq!(stats[0].dropped, 0);
