@@ -119,8 +119,9 @@ pub enum QueueFull {
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Group commit: the events of up to 25 ms (or the commit interval, if shorter)
-    /// are written together, and `fsync` follows at most `commit_interval_ms` after
-    /// the first unsynced write, however steadily events keep arriving.
+    /// are written together, and an `fsync` follows at most `commit_interval_ms` after
+    /// the sink took the first event not yet on disk (plus one batch's write), however
+    /// steadily events keep arriving.
     #[default]
     Group,
     /// Every batch is fsynced before `emit_durable` returns.

@@ -1,11 +1,13 @@
 //! The file and stdout sinks.
 //!
 //! The file sink's worker hands a batch of events to a blocking thread
-//! (`spawn_blocking`) that formats and writes it, 32 KB at a time, and, in `sync` mode
-//! or when an `emit_durable` waits, fsyncs it before the acknowledgements go out. In
-//! group mode it fsyncs at most `commit_interval` after the first unsynced write, so a
-//! crash loses at most that window. Rotation (by size at line boundaries, or by age) renames the
-//! file with a UTC timestamp and gzips it on a background thread.
+//! (`spawn_blocking`) that formats and writes it, 32 KB at a time. In `sync` mode it
+//! fsyncs every batch before the acknowledgements go out. In group mode a batch gathers
+//! events for up to [`LINGER`], and an fsync follows at most `commit_interval` after
+//! the worker took the first event not yet on disk (plus one batch's write), however
+//! steadily events keep arriving: a power loss loses at most that window, a killed
+//! process the events still gathering. Rotation (by size at line boundaries, or by
+//! age) renames the file with a UTC timestamp and gzips it on a background thread.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -279,29 +281,40 @@ pub(crate) async fn next(
 /// The longest a group-commit batch gathers events before it is written (or the
 /// commit interval, if shorter). Each batch costs a hand-off to the blocking pool, a
 /// thread wake-up and a cold start of the writer, about 100 us on the benchmark
-/// machine: the file sink's thread spent 3.0 us per event gathering for 5 ms, 2.15 us
-/// for 25 ms and 1.85 us for 100 ms (`bench/thread-cpu.sh`). A process killed
-/// outright loses at most this window of queued events; a power loss, this and the
-/// commit interval.
+/// machine: the file sink's thread spent a median 3.0 us per event gathering for 5 ms,
+/// 2.15 us for 25 ms and 2.0 us for 100 ms (`bench/thread-cpu.sh`; README, "The audit
+/// log's cost"). A process killed outright loses the events still gathering.
 const LINGER: Duration = Duration::from_millis(25);
 
+/// How often a gathering batch looks at its queue: it stops gathering early once a
+/// full batch, or half the queue, is waiting, so that a small queue does not fill up
+/// (and block or drop) while the batch sleeps.
+const LINGER_TICK: Duration = Duration::from_millis(5);
+
 /// Adds to `items` what arrives until `until`, up to a full batch. It sleeps and then
-/// takes what is queued, so that a burst of events wakes the worker once rather than
-/// once per event; it returns at once when an event waits for its acknowledgement.
-/// Returns whether shutdown was asked for meanwhile.
+/// takes what is queued, so that a burst of events wakes the worker a few times rather
+/// than once per event. Returns whether shutdown was asked for meanwhile.
 async fn linger(
     rx: &mut mpsc::Receiver<Item>,
     items: &mut Vec<Item>,
     until: tokio::time::Instant,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    if items.len() >= BATCH || items.iter().any(|i| i.ack.is_some()) {
-        return false;
+    let enough = BATCH.min(rx.max_capacity() / 2).max(1);
+    let mut stopped = false;
+    while items.len() + rx.len() < enough {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            break;
+        }
+        stopped = tokio::select! {
+            _ = sleep_until(until.min(now + LINGER_TICK)) => false,
+            r = stop.changed() => r.is_err() || *stop.borrow(),
+        };
+        if stopped {
+            break;
+        }
     }
-    let stopped = tokio::select! {
-        _ = sleep_until(until) => false,
-        r = stop.changed() => r.is_err() || *stop.borrow(),
-    };
     while items.len() < BATCH {
         match rx.try_recv() {
             Ok(item) => items.push(item),
@@ -318,15 +331,16 @@ async fn linger(
 const CHUNK: usize = 32 << 10;
 
 /// Formats `items` into `buf` and writes them, a chunk at a time, then fsyncs if
-/// `sync`. Returns how many events were written (handed to the OS) and the first error.
+/// `sync_by` has come by then. Returns how many events were written (handed to the OS),
+/// whether they were fsynced, and the first error.
 fn write_batch(
     writer: &Mutex<FileWriter>,
     format: Format,
     items: &[Item],
     buf: &mut Vec<u8>,
     ends: &mut Vec<usize>,
-    sync: bool,
-) -> (u64, io::Result<()>) {
+    sync_by: std::time::Instant,
+) -> (u64, bool, io::Result<()>) {
     let mut w = lock(writer);
     let mut written = 0;
     let mut rest = items;
@@ -345,11 +359,17 @@ fn write_batch(
         }
         rest = &rest[n..];
         if let Err(e) = w.write_lines(buf, ends) {
-            return (written, Err(e));
+            return (written, false, Err(e));
         }
         written += n as u64;
     }
-    (written, if sync { w.sync() } else { Ok(()) })
+    if std::time::Instant::now() < sync_by {
+        return (written, false, Ok(()));
+    }
+    match w.sync() {
+        Ok(()) => (written, true, Ok(())),
+        Err(e) => (written, false, Err(e)),
+    }
 }
 
 /// The file sink's worker.
@@ -370,37 +390,40 @@ pub(crate) async fn run_file(
         match next(&mut rx, &mut items, &mut stop, &mut stopping, deadline).await {
             Next::Stop => break,
             Next::Commit => {
-                deadline = None;
                 let w = writer.clone();
                 let r = tokio::task::spawn_blocking(move || lock(&w).sync()).await;
                 if matches!(r, Ok(Ok(()))) {
                     Counters::add(&counters.syncs, 1);
+                    deadline = None;
                 } else {
+                    // Tried again an interval later (or with the next batch).
+                    deadline = Some(tokio::time::Instant::now() + plan.commit_interval);
                     Counters::add(&counters.errors, 1);
                     tracing::error!(file = %plan.path.display(), "audit file fsync failed");
                 }
             }
             Next::Batch => {
                 let group = plan.durability == Durability::Group;
+                // When this batch's events must be on disk: the pending deadline, or a
+                // commit interval from now. `sync` mode: at once.
+                let now = tokio::time::Instant::now();
+                let due = match (group, deadline) {
+                    (false, _) => now,
+                    (true, Some(d)) => d,
+                    (true, None) => now + plan.commit_interval,
+                };
                 if group && !stopping {
                     // Group commit: gather what arrives within a moment into one write,
                     // and no later than the fsync deadline.
-                    let mut until = tokio::time::Instant::now() + plan.commit_interval.min(LINGER);
-                    if let Some(d) = deadline {
-                        until = until.min(d);
-                    }
+                    let until = (now + plan.commit_interval.min(LINGER)).min(due);
                     if linger(&mut rx, &mut items, until, &mut stop).await {
                         stopping = true;
                         rx.close();
                     }
                 }
                 let n = items.len() as u64;
+                // Only `sync` sinks get events with acknowledgements.
                 let acks: Vec<_> = items.iter_mut().filter_map(|i| i.ack.take()).collect();
-                // The deadline is checked here as well as in `next`: under steady load
-                // the queue is never empty there, and a batch always wins over it.
-                let sync_now = !group
-                    || !acks.is_empty()
-                    || deadline.is_some_and(|d| d <= tokio::time::Instant::now());
                 let w = writer.clone();
                 let format = plan.format;
                 let (batch, mut b, mut e) = (
@@ -408,37 +431,36 @@ pub(crate) async fn run_file(
                     std::mem::take(&mut buf),
                     std::mem::take(&mut ends),
                 );
+                // The deadline is checked after the write as well as in `next`: under
+                // steady load the queue is never empty there, and a batch always wins.
+                let sync_by = due.into_std();
                 let r = tokio::task::spawn_blocking(move || {
-                    let r = write_batch(&w, format, &batch, &mut b, &mut e, sync_now);
+                    let r = write_batch(&w, format, &batch, &mut b, &mut e, sync_by);
                     (batch, b, e, r)
                 })
                 .await;
-                let (written, result) = match r {
-                    Ok((mut batch, b, e, (written, r))) => {
+                let (written, synced, result) = match r {
+                    Ok((mut batch, b, e, (written, synced, r))) => {
                         // The events are freed here, on the thread that allocated them.
                         batch.clear();
                         items = batch;
                         buf = b;
                         ends = e;
-                        (written, r.map_err(|e| e.to_string()))
+                        (written, synced, r.map_err(|e| e.to_string()))
                     }
-                    Err(e) => (0, Err(format!("writer thread failed: {e}"))),
+                    Err(e) => (0, false, Err(format!("writer thread failed: {e}"))),
                 };
                 Counters::add(&counters.written, written);
-                match &result {
-                    Ok(()) => {
-                        if sync_now {
-                            Counters::add(&counters.syncs, 1);
-                            deadline = None;
-                        } else if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + plan.commit_interval);
-                        }
-                    }
-                    Err(e) => {
-                        Counters::add(&counters.errors, 1);
-                        Counters::add(&counters.dropped, n.saturating_sub(written));
-                        tracing::error!(file = %plan.path.display(), error = %e, "audit file write failed");
-                    }
+                if synced {
+                    Counters::add(&counters.syncs, 1);
+                    deadline = None;
+                } else if written > 0 {
+                    deadline = Some(due);
+                }
+                if let Err(e) = &result {
+                    Counters::add(&counters.errors, 1);
+                    Counters::add(&counters.dropped, n.saturating_sub(written));
+                    tracing::error!(file = %plan.path.display(), error = %e, "audit file write failed");
                 }
                 for a in acks {
                     let _ = a.send(result.clone());
@@ -496,5 +518,71 @@ pub(crate) async fn run_stdout(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Event, Outcome};
+
+    fn item() -> Item {
+        Item {
+            event: Arc::new(Event::new(Action::Reload, Outcome::Success)),
+            ack: None,
+        }
+    }
+
+    // Under paused time the clock moves only when every task waits: a batch that
+    // sleeps moves it by the time it slept, and one that does not leaves it still.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gathering_batch_stops_early_when_half_the_queue_waits() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_stop, mut stop) = watch::channel(false);
+        for _ in 0..4 {
+            assert!(tx.try_send(item()).is_ok());
+        }
+        let start = tokio::time::Instant::now();
+        let mut items = Vec::new();
+        assert!(!linger(&mut rx, &mut items, start + LINGER, &mut stop).await);
+        assert_eq!(items.len(), 4);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "it slept with half the queue full"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gathering_batch_waits_its_window_for_a_few_events() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_stop, mut stop) = watch::channel(false);
+        assert!(tx.try_send(item()).is_ok());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(tx.try_send(item()).is_ok());
+        });
+        let start = tokio::time::Instant::now();
+        let mut items = Vec::new();
+        assert!(!linger(&mut rx, &mut items, start + LINGER, &mut stop).await);
+        assert_eq!(items.len(), 2);
+        assert_eq!(start.elapsed(), LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gathering_batch_ends_at_shutdown() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (stop_tx, mut stop) = watch::channel(false);
+        assert!(tx.try_send(item()).is_ok());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let _ = stop_tx.send(true);
+        });
+        let start = tokio::time::Instant::now();
+        let mut items = Vec::new();
+        assert!(linger(&mut rx, &mut items, start + LINGER, &mut stop).await);
+        assert_eq!(items.len(), 1);
+        assert!(start.elapsed() < LINGER, "{:?}", start.elapsed());
     }
 }

@@ -15,7 +15,7 @@
 //!   the gateway's metrics.
 //!
 //! Sinks: `stdout`, `file` (JSON lines or CEF, size/time rotation, gzip of rotated
-//! files, group commit with `fsync` every `commit_interval_ms` or `sync`), `syslog`
+//! files, group commit with `fsync` within `commit_interval_ms` or `sync`), `syslog`
 //! over UDP (RFC 5426), TCP (RFC 6587 octet counting) and TLS (RFC 5425). A TCP or TLS
 //! collector that is down gets the events spooled to disk and replayed in order when
 //! it returns (see Delivery below).

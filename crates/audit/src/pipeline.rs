@@ -89,8 +89,8 @@ pub struct SinkStats {
     pub spool_pending: u64,
     /// Write, fsync or connection errors seen.
     pub errors: u64,
-    /// For file sinks: fsyncs done (in group mode, at least one per commit interval
-    /// while events arrive).
+    /// For file sinks: fsyncs done (in group mode, about one per commit interval while
+    /// events arrive).
     pub syncs: u64,
     /// For TCP/TLS syslog: whether the collector is connected now.
     pub connected: Option<bool>,

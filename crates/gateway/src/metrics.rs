@@ -406,7 +406,7 @@ impl Collector for StateCollector {
         family(
             &mut e,
             "audit_syncs",
-            "fsyncs of each audit file sink (group mode: about one per commit interval while events arrive)",
+            "Fsyncs of each audit file sink (group mode: about one per commit interval while events arrive)",
             None,
             MetricType::Counter,
             as_counters(per_sink(|s| s.syncs)),
