@@ -238,13 +238,15 @@ fn lock(w: &Mutex<FileWriter>) -> MutexGuard<'_, FileWriter> {
     w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Waits for the next batch, a commit deadline or shutdown.
+/// What [`next`] found.
 pub(crate) enum Next {
     Batch,
     Commit,
     Stop,
 }
 
+/// Waits for the next batch, a commit deadline or shutdown. A deadline that has come
+/// goes before a waiting batch, so that steady traffic cannot put an fsync off.
 pub(crate) async fn next(
     rx: &mut mpsc::Receiver<Item>,
     items: &mut Vec<Item>,
@@ -268,20 +270,20 @@ pub(crate) async fn next(
             }
             if rx.recv_many(items, BATCH).await == 0 { Next::Stop } else { Next::Batch }
         }
-        n = rx.recv_many(items, BATCH) => if n == 0 { Next::Stop } else { Next::Batch },
         _ = async {
             match deadline {
                 Some(d) => sleep_until(d).await,
                 None => std::future::pending().await,
             }
         } => Next::Commit,
+        n = rx.recv_many(items, BATCH) => if n == 0 { Next::Stop } else { Next::Batch },
     }
 }
 
 /// The longest a group-commit batch gathers events before it is written (or the
 /// commit interval, if shorter). Each batch costs a hand-off to the blocking pool, a
 /// thread wake-up and a cold start of the writer, about 100 us on the benchmark
-/// machine: the file sink's thread spent a median 3.0 us per event gathering for 5 ms,
+/// machine (inferred from these figures): the file sink's thread spent a median 3.0 us per event gathering for 5 ms,
 /// 2.15 us for 25 ms and 2.0 us for 100 ms (`bench/thread-cpu.sh`; README, "The audit
 /// log's cost"). A process killed outright loses the events still gathering.
 const LINGER: Duration = Duration::from_millis(25);
@@ -372,6 +374,22 @@ fn write_batch(
     }
 }
 
+/// Fsyncs the file on the blocking pool and counts the fsync, or the error.
+async fn sync_file(writer: &Arc<Mutex<FileWriter>>, counters: &Counters, path: &Path) -> bool {
+    let w = writer.clone();
+    let synced = matches!(
+        tokio::task::spawn_blocking(move || lock(&w).sync()).await,
+        Ok(Ok(()))
+    );
+    if synced {
+        Counters::add(&counters.syncs, 1);
+    } else {
+        Counters::add(&counters.errors, 1);
+        tracing::error!(file = %path.display(), "audit file fsync failed");
+    }
+    synced
+}
+
 /// The file sink's worker.
 pub(crate) async fn run_file(
     plan: FilePlan,
@@ -390,17 +408,9 @@ pub(crate) async fn run_file(
         match next(&mut rx, &mut items, &mut stop, &mut stopping, deadline).await {
             Next::Stop => break,
             Next::Commit => {
-                let w = writer.clone();
-                let r = tokio::task::spawn_blocking(move || lock(&w).sync()).await;
-                if matches!(r, Ok(Ok(()))) {
-                    Counters::add(&counters.syncs, 1);
-                    deadline = None;
-                } else {
-                    // Tried again an interval later (or with the next batch).
-                    deadline = Some(tokio::time::Instant::now() + plan.commit_interval);
-                    Counters::add(&counters.errors, 1);
-                    tracing::error!(file = %plan.path.display(), "audit file fsync failed");
-                }
+                // A failed fsync is tried again an interval later (or with the next batch).
+                deadline = (!sync_file(&writer, &counters, &plan.path).await)
+                    .then(|| tokio::time::Instant::now() + plan.commit_interval);
             }
             Next::Batch => {
                 let group = plan.durability == Durability::Group;
@@ -431,8 +441,8 @@ pub(crate) async fn run_file(
                     std::mem::take(&mut buf),
                     std::mem::take(&mut ends),
                 );
-                // The deadline is checked after the write as well as in `next`: under
-                // steady load the queue is never empty there, and a batch always wins.
+                // The deadline is also checked after the write, so that under load the
+                // fsync goes with the batch rather than in a hand-off of its own.
                 let sync_by = due.into_std();
                 let r = tokio::task::spawn_blocking(move || {
                     let r = write_batch(&w, format, &batch, &mut b, &mut e, sync_by);
@@ -468,13 +478,7 @@ pub(crate) async fn run_file(
             }
         }
     }
-    let w = writer.clone();
-    let r = tokio::task::spawn_blocking(move || lock(&w).sync()).await;
-    if matches!(r, Ok(Ok(()))) {
-        Counters::add(&counters.syncs, 1);
-    } else {
-        Counters::add(&counters.errors, 1);
-    }
+    sync_file(&writer, &counters, &plan.path).await;
 }
 
 /// The stdout sink's worker: one event per line, flushed per batch.
