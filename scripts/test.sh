@@ -7,15 +7,16 @@
 #
 # Installs (idempotent, skipped when already present):
 #   Debian  curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog
-#           rsyslog-gnutls chromium redis-server (real peers, firewalls, captures, a
-#           directory, a syslog collector, a browser, shared gateway state; network
-#           namespaces need root)
+#           rsyslog-gnutls chromium redis-server mount e2fsprogs (real peers, firewalls,
+#           captures, a directory, a syslog collector, a browser, shared gateway state,
+#           disks that fail: loop devices and small filesystems; network namespaces and
+#           mounts need root)
 #   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
 #   PyPI    msal (Microsoft's client library) and mitmproxy into .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server)
+debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server mount e2fsprogs)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

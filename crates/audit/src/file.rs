@@ -8,6 +8,11 @@
 //! steadily events keep arriving: a power loss loses at most that window, a killed
 //! process the events still gathering. Rotation (by size at line boundaries, or by
 //! age) renames the file with a UTC timestamp and gzips it on a background thread.
+//!
+//! A failing disk: a write that fails part-way is cut back to the last whole line;
+//! after a failed fsync (whose lost pages the kernel marks clean, so that the next
+//! fsync would succeed over them) the file is cut back to its last good fsync and what
+//! followed is written again, from memory, before the next fsync (see [`FileWriter`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -27,7 +32,8 @@ use crate::pipeline::{Counters, Item};
 /// Events taken from the queue per batch.
 pub(crate) const BATCH: usize = 4096;
 
-/// The open audit file and its rotation state.
+/// The open audit file, its rotation state, and what it has written since its last
+/// good fsync.
 pub(crate) struct FileWriter {
     path: PathBuf,
     file: File,
@@ -37,7 +43,30 @@ pub(crate) struct FileWriter {
     rotate_interval: Option<Duration>,
     compress: bool,
     keep: Option<usize>,
+    /// The file's size at its last successful fsync.
+    synced: u64,
+    /// Every byte written since then (the file from `synced` on), and its lines. An
+    /// fsync that fails may have lost them: the kernel reports a failed writeback to
+    /// one fsync and marks the pages clean, so the next fsync says "done" over what
+    /// never reached the disk. They are kept to be written again.
+    unsynced: Vec<u8>,
+    unsynced_lines: u64,
+    /// An fsync failed: the next one first cuts the file back to `synced` and writes
+    /// `unsynced` again.
+    rewrite: bool,
+    /// Whether the path is a regular file. A FIFO or a device (a log shipper's pipe,
+    /// `/dev/full`) cannot be cut back or written again, and keeps nothing.
+    regular: bool,
 }
+
+/// The longest a file sink waits between fsync retries while they keep failing (the
+/// wait doubles from `commit_interval` up to this).
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The most a file sink keeps of what it could not fsync. Past it, the sink takes no
+/// more events until an fsync succeeds: the queue fills, and its `queue_full` policy
+/// (block or drop, counted) applies.
+const UNSYNCED_MAX: usize = 32 << 20;
 
 fn io_err(path: &Path, source: io::Error) -> Error {
     Error::Io {
@@ -67,7 +96,8 @@ impl FileWriter {
             std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         }
         let file = open_append(&plan.path).map_err(|e| io_err(&plan.path, e))?;
-        let size = file.metadata().map_err(|e| io_err(&plan.path, e))?.len();
+        let meta = file.metadata().map_err(|e| io_err(&plan.path, e))?;
+        let size = meta.len();
         Ok(FileWriter {
             path: plan.path.clone(),
             file,
@@ -77,49 +107,105 @@ impl FileWriter {
             rotate_interval: plan.rotate_interval,
             compress: plan.compress,
             keep: plan.keep,
+            synced: size,
+            unsynced: Vec::new(),
+            unsynced_lines: 0,
+            rewrite: false,
+            regular: meta.is_file(),
         })
     }
 
     /// Writes `buf`, whose lines end at `ends`, rotating between lines when the size
-    /// limit would be passed or the file is too old.
-    fn write_lines(&mut self, buf: &[u8], ends: &[usize]) -> io::Result<()> {
+    /// limit would be passed or the file is too old. Returns how many lines reached
+    /// the file, and the first error.
+    fn write_lines(&mut self, buf: &[u8], ends: &[usize]) -> (usize, io::Result<()>) {
         if let Some(max) = self.rotate_interval
             && self.opened.elapsed() >= max
             && self.size > 0
+            && let Err(e) = self.rotate()
         {
-            self.rotate()?;
+            return (0, Err(e));
         }
         let Some(limit) = self.rotate_size else {
-            self.file.write_all(buf)?;
-            self.size += buf.len() as u64;
-            return Ok(());
+            return match self.append(buf, ends.len()) {
+                Ok(()) => (ends.len(), Ok(())),
+                Err(e) => (0, Err(e)),
+            };
         };
-        let mut start = 0;
-        let mut chunk_end = 0;
+        // Lines written, lines pending, the start of the pending ones.
+        let (mut done, mut lines, mut start, mut chunk_end) = (0, 0, 0, 0);
         for &end in ends {
             let line = (end - chunk_end) as u64;
             let pending = (chunk_end - start) as u64;
             if self.size + pending + line > limit && self.size + pending > 0 {
-                self.file.write_all(&buf[start..chunk_end])?;
-                self.size += pending;
-                start = chunk_end;
-                self.rotate()?;
+                if let Err(e) = self.append(&buf[start..chunk_end], lines) {
+                    return (done, Err(e));
+                }
+                done += lines;
+                (lines, start) = (0, chunk_end);
+                if let Err(e) = self.rotate() {
+                    return (done, Err(e));
+                }
             }
             chunk_end = end;
+            lines += 1;
         }
-        self.file.write_all(&buf[start..chunk_end])?;
-        self.size += (chunk_end - start) as u64;
+        match self.append(&buf[start..chunk_end], lines) {
+            Ok(()) => (done + lines, Ok(())),
+            Err(e) => (done, Err(e)),
+        }
+    }
+
+    /// Appends `lines` whole lines. A write that fails part-way (a full disk) would
+    /// leave part of a line, to which the next write would glue its first: the file is
+    /// cut back to its last whole line (unless an fsync failed, when the next fsync
+    /// rewrites from `synced` anyway).
+    fn append(&mut self, bytes: &[u8], lines: usize) -> io::Result<()> {
+        if let Err(e) = self.file.write_all(bytes) {
+            if self.regular && !self.rewrite {
+                // Best effort: if this fails too, the error above is what is reported.
+                let _ = self.file.set_len(self.size);
+            }
+            return Err(e);
+        }
+        self.size += bytes.len() as u64;
+        if self.regular {
+            self.unsynced.extend_from_slice(bytes);
+            self.unsynced_lines += lines as u64;
+        }
         Ok(())
     }
 
+    /// Fsyncs the file's data. After a failed fsync, first writes again what was not
+    /// fsynced, from where the last good fsync left the file.
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        if self.rewrite {
+            self.file.set_len(self.synced)?;
+            self.size = self.synced;
+            self.file.write_all(&self.unsynced)?;
+            self.size += self.unsynced.len() as u64;
+            self.rewrite = false;
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.rewrite = self.regular;
+            return Err(e);
+        }
+        self.synced = self.size;
+        self.unsynced.clear();
+        self.unsynced_lines = 0;
+        Ok(())
+    }
+
+    /// Whether fsyncs fail and the sink keeps as much as it may of what they lost.
+    fn backlogged(&self) -> bool {
+        self.rewrite && self.unsynced.len() >= UNSYNCED_MAX
     }
 
     /// Renames the current file to `NAME.<UTC timestamp>`, opens a fresh one and
     /// starts compressing and pruning the old ones in the background.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file.sync_all()?;
+        // Not before what the file holds is on disk (written again if an fsync failed).
+        self.sync()?;
         let mut stamp = Vec::new();
         crate::timefmt::write_rfc3339(SystemTime::now(), &mut stamp);
         let stamp: String = String::from_utf8_lossy(&stamp)
@@ -139,8 +225,10 @@ impl FileWriter {
         }
         std::fs::rename(&self.path, &rotated)?;
         self.file = open_append(&self.path)?;
+        self.regular = self.file.metadata()?.is_file();
         sync_dir(&self.path)?;
         self.size = 0;
+        self.synced = 0;
         self.opened = Instant::now();
         let (compress, keep, path) = (self.compress, self.keep, self.path.clone());
         std::thread::spawn(move || {
@@ -245,14 +333,16 @@ pub(crate) enum Next {
     Stop,
 }
 
-/// Waits for the next batch, a commit deadline or shutdown. A deadline that has come
-/// goes before a waiting batch, so that steady traffic cannot put an fsync off.
+/// Waits for the next batch (if `take`), a commit deadline or shutdown. A deadline
+/// that has come goes before a waiting batch, so that steady traffic cannot put an
+/// fsync off.
 pub(crate) async fn next(
     rx: &mut mpsc::Receiver<Item>,
     items: &mut Vec<Item>,
     stop: &mut watch::Receiver<bool>,
     stopping: &mut bool,
     deadline: Option<tokio::time::Instant>,
+    take: bool,
 ) -> Next {
     if *stopping {
         return if rx.recv_many(items, BATCH).await == 0 {
@@ -276,7 +366,7 @@ pub(crate) async fn next(
                 None => std::future::pending().await,
             }
         } => Next::Commit,
-        n = rx.recv_many(items, BATCH) => if n == 0 { Next::Stop } else { Next::Batch },
+        n = rx.recv_many(items, BATCH), if take => if n == 0 { Next::Stop } else { Next::Batch },
     }
 }
 
@@ -334,7 +424,7 @@ const CHUNK: usize = 32 << 10;
 
 /// Formats `items` into `buf` and writes them, a chunk at a time, then fsyncs if
 /// `sync_by` has come by then. Returns how many events were written (handed to the OS),
-/// whether they were fsynced, and the first error.
+/// whether they were fsynced (`None`: not due yet), and the first error.
 fn write_batch(
     writer: &Mutex<FileWriter>,
     format: Format,
@@ -342,7 +432,7 @@ fn write_batch(
     buf: &mut Vec<u8>,
     ends: &mut Vec<usize>,
     sync_by: std::time::Instant,
-) -> (u64, bool, io::Result<()>) {
+) -> (u64, Option<bool>, io::Result<()>) {
     let mut w = lock(writer);
     let mut written = 0;
     let mut rest = items;
@@ -360,17 +450,18 @@ fn write_batch(
             }
         }
         rest = &rest[n..];
-        if let Err(e) = w.write_lines(buf, ends) {
-            return (written, false, Err(e));
+        let (lines, r) = w.write_lines(buf, ends);
+        written += lines as u64;
+        if let Err(e) = r {
+            return (written, None, Err(e));
         }
-        written += n as u64;
     }
     if std::time::Instant::now() < sync_by {
-        return (written, false, Ok(()));
+        return (written, None, Ok(()));
     }
     match w.sync() {
-        Ok(()) => (written, true, Ok(())),
-        Err(e) => (written, false, Err(e)),
+        Ok(()) => (written, Some(true), Ok(())),
+        Err(e) => (written, Some(false), Err(e)),
     }
 }
 
@@ -404,13 +495,37 @@ pub(crate) async fn run_file(
     let mut ends = Vec::with_capacity(BATCH);
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut stopping = false;
+    // Failed fsyncs in a row: each retry rewrites what was not fsynced (up to
+    // `UNSYNCED_MAX`), so a disk that keeps failing is tried less and less often.
+    let mut failures = 0u32;
+    let retry = |failures: &mut u32| {
+        let wait = plan.commit_interval.saturating_mul(1 << (*failures).min(6));
+        *failures += 1;
+        tokio::time::Instant::now() + wait.min(RETRY_MAX.max(plan.commit_interval))
+    };
     loop {
-        match next(&mut rx, &mut items, &mut stop, &mut stopping, deadline).await {
+        // While fsyncs fail and it keeps all it may to write again, the sink takes no
+        // more events (the queue's policy applies), but still tries the fsync.
+        let take = !lock(&writer).backlogged();
+        match next(
+            &mut rx,
+            &mut items,
+            &mut stop,
+            &mut stopping,
+            deadline,
+            take,
+        )
+        .await
+        {
             Next::Stop => break,
             Next::Commit => {
-                // A failed fsync is tried again an interval later (or with the next batch).
-                deadline = (!sync_file(&writer, &counters, &plan.path).await)
-                    .then(|| tokio::time::Instant::now() + plan.commit_interval);
+                // A failed fsync is tried again later (or with the next batch).
+                deadline = if sync_file(&writer, &counters, &plan.path).await {
+                    failures = 0;
+                    None
+                } else {
+                    Some(retry(&mut failures))
+                };
             }
             Next::Batch => {
                 let group = plan.durability == Durability::Group;
@@ -458,14 +573,17 @@ pub(crate) async fn run_file(
                         ends = e;
                         (written, synced, r.map_err(|e| e.to_string()))
                     }
-                    Err(e) => (0, false, Err(format!("writer thread failed: {e}"))),
+                    Err(e) => (0, None, Err(format!("writer thread failed: {e}"))),
                 };
                 Counters::add(&counters.written, written);
-                if synced {
-                    Counters::add(&counters.syncs, 1);
-                    deadline = None;
-                } else if written > 0 {
-                    deadline = Some(due);
+                match synced {
+                    Some(true) => {
+                        Counters::add(&counters.syncs, 1);
+                        (deadline, failures) = (None, 0);
+                    }
+                    Some(false) => deadline = Some(retry(&mut failures)),
+                    None if written > 0 => deadline = Some(due),
+                    None => {}
                 }
                 if let Err(e) = &result {
                     Counters::add(&counters.errors, 1);
@@ -478,7 +596,13 @@ pub(crate) async fn run_file(
             }
         }
     }
-    sync_file(&writer, &counters, &plan.path).await;
+    if !sync_file(&writer, &counters, &plan.path).await {
+        // Written, but the fsyncs failed until the end: counted as dropped, since they
+        // may not be on disk.
+        let lost = lock(&writer).unsynced_lines;
+        Counters::add(&counters.dropped, lost);
+        tracing::error!(file = %plan.path.display(), events = lost, "audit events written but never fsynced: they may be lost");
+    }
 }
 
 /// The stdout sink's worker: one event per line, flushed per batch.
@@ -493,7 +617,7 @@ pub(crate) async fn run_stdout(
     let mut buf = Vec::with_capacity(1 << 16);
     let mut stopping = false;
     loop {
-        match next(&mut rx, &mut items, &mut stop, &mut stopping, None).await {
+        match next(&mut rx, &mut items, &mut stop, &mut stopping, None, true).await {
             Next::Stop => break,
             Next::Commit => {}
             Next::Batch => {

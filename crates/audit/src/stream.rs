@@ -52,7 +52,7 @@ pub(crate) async fn run_udp(
     let mut buf = Vec::with_capacity(2048);
     let mut stopping = false;
     loop {
-        match next(&mut rx, &mut items, &mut stop, &mut stopping, None).await {
+        match next(&mut rx, &mut items, &mut stop, &mut stopping, None, true).await {
             Next::Stop => break,
             Next::Commit => {}
             Next::Batch => {
