@@ -57,10 +57,15 @@ pub(crate) struct FileWriter {
     /// Whether the path is a regular file. A FIFO or a device (a log shipper's pipe,
     /// `/dev/full`) cannot be cut back or written again, and keeps nothing.
     regular: bool,
+    /// Group mode: a failed fsync is retried with what it lost written again. In
+    /// `sync` mode the batch's responses are refused instead (503), so its events are
+    /// cut off the file rather than kept to reach the disk later.
+    retry: bool,
 }
 
 /// The longest a file sink waits between fsync retries while they keep failing (the
-/// wait doubles from `commit_interval` up to this).
+/// wait doubles from `commit_interval` up to this, or up to `commit_interval` if that
+/// is longer).
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The most a file sink keeps of what it could not fsync. Past it, the sink takes no
@@ -112,6 +117,7 @@ impl FileWriter {
             unsynced_lines: 0,
             rewrite: false,
             regular: meta.is_file(),
+            retry: plan.durability == Durability::Group,
         })
     }
 
@@ -119,9 +125,12 @@ impl FileWriter {
     /// limit would be passed or the file is too old. Returns how many lines reached
     /// the file, and the first error.
     fn write_lines(&mut self, buf: &[u8], ends: &[usize]) -> (usize, io::Result<()>) {
+        // While fsyncs fail the file is not rotated (a rotation needs one): events go on
+        // into it, kept, under the bound and the retries' back-off.
         if let Some(max) = self.rotate_interval
             && self.opened.elapsed() >= max
             && self.size > 0
+            && !self.rewrite
             && let Err(e) = self.rotate()
         {
             return (0, Err(e));
@@ -137,7 +146,7 @@ impl FileWriter {
         for &end in ends {
             let line = (end - chunk_end) as u64;
             let pending = (chunk_end - start) as u64;
-            if self.size + pending + line > limit && self.size + pending > 0 {
+            if self.size + pending + line > limit && self.size + pending > 0 && !self.rewrite {
                 if let Err(e) = self.append(&buf[start..chunk_end], lines) {
                     return (done, Err(e));
                 }
@@ -182,18 +191,36 @@ impl FileWriter {
         if self.rewrite {
             self.file.set_len(self.synced)?;
             self.size = self.synced;
-            self.file.write_all(&self.unsynced)?;
+            if let Err(e) = self.file.write_all(&self.unsynced) {
+                // No half line left behind, even if this is the last try.
+                let _ = self.file.set_len(self.synced);
+                return Err(e);
+            }
             self.size += self.unsynced.len() as u64;
             self.rewrite = false;
         }
         if let Err(e) = self.file.sync_data() {
-            self.rewrite = self.regular;
+            if self.retry {
+                self.rewrite = self.regular;
+            } else {
+                self.drop_unsynced();
+            }
             return Err(e);
         }
         self.synced = self.size;
         self.unsynced.clear();
         self.unsynced_lines = 0;
         Ok(())
+    }
+
+    /// Cuts the file back to its last good fsync (best effort: the events are counted
+    /// as dropped either way) and forgets what followed.
+    fn drop_unsynced(&mut self) {
+        if self.regular && self.file.set_len(self.synced).is_ok() {
+            self.size = self.synced;
+        }
+        self.unsynced.clear();
+        self.unsynced_lines = 0;
     }
 
     /// Whether fsyncs fail and the sink keeps as much as it may of what they lost.
@@ -225,11 +252,9 @@ impl FileWriter {
         }
         std::fs::rename(&self.path, &rotated)?;
         self.file = open_append(&self.path)?;
+        (self.size, self.synced, self.opened) = (0, 0, Instant::now());
         self.regular = self.file.metadata()?.is_file();
         sync_dir(&self.path)?;
-        self.size = 0;
-        self.synced = 0;
-        self.opened = Instant::now();
         let (compress, keep, path) = (self.compress, self.keep, self.path.clone());
         std::thread::spawn(move || {
             if compress && let Err(e) = gzip_file(&rotated) {
@@ -499,7 +524,9 @@ pub(crate) async fn run_file(
     // `UNSYNCED_MAX`), so a disk that keeps failing is tried less and less often.
     let mut failures = 0u32;
     let retry = |failures: &mut u32| {
-        let wait = plan.commit_interval.saturating_mul(1 << (*failures).min(6));
+        let wait = plan
+            .commit_interval
+            .saturating_mul(1 << (*failures).min(16));
         *failures += 1;
         tokio::time::Instant::now() + wait.min(RETRY_MAX.max(plan.commit_interval))
     };
@@ -575,13 +602,22 @@ pub(crate) async fn run_file(
                     }
                     Err(e) => (0, None, Err(format!("writer thread failed: {e}"))),
                 };
+                // `sync` mode, fsync failed: the batch was cut off the file (and its
+                // responses refused), so its events count as dropped (below), not
+                // written.
+                let written = if synced == Some(false) && !group {
+                    0
+                } else {
+                    written
+                };
                 Counters::add(&counters.written, written);
                 match synced {
                     Some(true) => {
                         Counters::add(&counters.syncs, 1);
                         (deadline, failures) = (None, 0);
                     }
-                    Some(false) => deadline = Some(retry(&mut failures)),
+                    Some(false) if group => deadline = Some(retry(&mut failures)),
+                    Some(false) => {}
                     None if written > 0 => deadline = Some(due),
                     None => {}
                 }
@@ -600,6 +636,9 @@ pub(crate) async fn run_file(
         // Written, but the fsyncs failed until the end: counted as dropped, since they
         // may not be on disk.
         let lost = lock(&writer).unsynced_lines;
+        counters
+            .written
+            .fetch_sub(lost, std::sync::atomic::Ordering::Relaxed);
         Counters::add(&counters.dropped, lost);
         tracing::error!(file = %plan.path.display(), events = lost, "audit events written but never fsynced: they may be lost");
     }

@@ -281,21 +281,21 @@ async fn a_disk_that_keeps_failing_holds_the_queue_at_a_bound() {
     // 300 ms apart (a retry that rewrites megabytes can take that long by itself).
     let deadline = Instant::now() + Duration::from_secs(60);
     let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
-    let held = loop {
+    let (held, size) = loop {
         let a = audit.stats().remove(0);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let b = audit.stats().remove(0);
+        let size = size();
         if b.errors > 0
             && b.queue_depth == b.queue_capacity
             && a.written == b.written
-            && size() >= 32 << 20
+            && size >= 32 << 20
         {
-            break b;
+            break (b, size);
         }
         assert!(Instant::now() < deadline, "never held: {b:?}");
     };
     assert!(!producer.is_finished());
-    let size = size();
     assert!(
         (32 << 20..40 << 20).contains(&size),
         "{size} bytes kept: {held:?}"
@@ -307,4 +307,26 @@ async fn a_disk_that_keeps_failing_holds_the_queue_at_a_bound() {
     assert_eq!((stats.written, stats.dropped), (emitted, 0), "{stats:?}");
     disk.remount();
     assert_eq!(ids(&path), (0..emitted).collect::<Vec<_>>());
+}
+
+/// `sync` mode on a device whose fsyncs fail: each response's event is refused (the
+/// gateway answers 503), counted as dropped, and cut off the file, so it cannot reach
+/// the disk later as if its response had been served; nothing is kept, so the sink
+/// never stops taking events. Once the disk works, events are durable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_refuses_and_cuts_off_what_a_failing_fsync_lost() {
+    let disk = FailingDisk::new("16m");
+    let path = disk.mnt.join("audit.jsonl");
+    let (audit, handle) = Audit::start(&file_sink(&path, "durability = \"sync\"\n")).unwrap();
+    for i in 0..20 {
+        assert!(audit.emit_durable(event(i)).await.is_err(), "event {i}");
+    }
+    disk.heal();
+    for i in 20..30 {
+        audit.emit_durable(event(i)).await.unwrap();
+    }
+    let stats = handle.shutdown().await.remove(0);
+    assert_eq!((stats.written, stats.dropped), (10, 20), "{stats:?}");
+    disk.remount();
+    assert_eq!(ids(&path), (20..30).collect::<Vec<_>>());
 }
