@@ -168,10 +168,13 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
         }
     }
 
+    /// The whole lines rsyslog has written to `name` so far (a line it is still
+    /// writing, without its newline yet, is left for the next look).
     fn lines(&self, name: &str) -> Vec<Line> {
         std::fs::read_to_string(self.dir.join(name))
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter_map(|l| l.strip_suffix('\n'))
             .map(Line::parse)
             .collect()
     }
