@@ -61,6 +61,9 @@ pub(crate) struct FileWriter {
     /// `sync` mode the batch's responses are refused instead (503), so its events are
     /// cut off the file rather than kept to reach the disk later.
     retry: bool,
+    /// Lines counted as written and then cut off the file (a `sync`-mode batch whose
+    /// fsync failed), for the worker to count as dropped instead.
+    taken_back: u64,
 }
 
 /// The longest a file sink waits between fsync retries while they keep failing (the
@@ -118,6 +121,7 @@ impl FileWriter {
             rewrite: false,
             regular: meta.is_file(),
             retry: plan.durability == Durability::Group,
+            taken_back: 0,
         })
     }
 
@@ -219,8 +223,14 @@ impl FileWriter {
         if self.regular && self.file.set_len(self.synced).is_ok() {
             self.size = self.synced;
         }
+        self.taken_back += self.unsynced_lines;
         self.unsynced.clear();
         self.unsynced_lines = 0;
+    }
+
+    /// The lines cut off the file since the last call.
+    fn take_back(&mut self) -> u64 {
+        std::mem::take(&mut self.taken_back)
     }
 
     /// Whether fsyncs fail and the sink keeps as much as it may of what they lost.
@@ -506,6 +516,15 @@ async fn sync_file(writer: &Arc<Mutex<FileWriter>>, counters: &Counters, path: &
     synced
 }
 
+/// Counts `lines` counted as written as dropped instead: they were cut off the file, or
+/// never fsynced by the end.
+fn uncount(counters: &Counters, lines: u64) {
+    counters
+        .written
+        .fetch_sub(lines, std::sync::atomic::Ordering::Relaxed);
+    Counters::add(&counters.dropped, lines);
+}
+
 /// The file sink's worker.
 pub(crate) async fn run_file(
     plan: FilePlan,
@@ -602,15 +621,10 @@ pub(crate) async fn run_file(
                     }
                     Err(e) => (0, None, Err(format!("writer thread failed: {e}"))),
                 };
-                // `sync` mode, fsync failed: the batch was cut off the file (and its
-                // responses refused), so its events count as dropped (below), not
-                // written.
-                let written = if synced == Some(false) && !group {
-                    0
-                } else {
-                    written
-                };
                 Counters::add(&counters.written, written);
+                // A `sync`-mode batch whose fsync failed was cut off the file (and its
+                // responses refused).
+                uncount(&counters, lock(&writer).take_back());
                 match synced {
                     Some(true) => {
                         Counters::add(&counters.syncs, 1);
@@ -636,10 +650,7 @@ pub(crate) async fn run_file(
         // Written, but the fsyncs failed until the end: counted as dropped, since they
         // may not be on disk.
         let lost = lock(&writer).unsynced_lines;
-        counters
-            .written
-            .fetch_sub(lost, std::sync::atomic::Ordering::Relaxed);
-        Counters::add(&counters.dropped, lost);
+        uncount(&counters, lost);
         tracing::error!(file = %plan.path.display(), events = lost, "audit events written but never fsynced: they may be lost");
     }
 }

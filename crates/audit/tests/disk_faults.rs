@@ -11,24 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use intraport_audit::{Action, Audit, AuditConfig, Event, Outcome, SinkStats};
+mod common;
 
-fn file_sink(path: &Path, extra: &str) -> AuditConfig {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        audit: AuditConfig,
-    }
-    let text = format!("[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {path:?}\n{extra}");
-    toml::from_str::<Doc>(&text).unwrap().audit
-}
-
-fn event(i: u64) -> Event {
-    let mut e = Event::new(Action::ConnectionAccepted, Outcome::Success);
-    e.connection_id = Some(i);
-    e.source = Some(format!("192.0.2.1:{}", 1000 + i % 60000).parse().unwrap());
-    e.listener = Some("public".into());
-    e
-}
+use common::{event, ids, start};
+use intraport_audit::{Audit, AuditHandle, SinkStats};
 
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
@@ -166,8 +152,24 @@ async fn wait_stats(audit: &Audit, what: &str, secs: u64, ok: impl Fn(&SinkStats
     }
 }
 
-/// Connection ids of the file's lines; a line that is not a whole event fails.
-fn ids(path: &Path) -> Vec<u64> {
+/// A group-commit sink on `disk` that has written events 0..5000 (a megabyte: the
+/// filesystem's first blocks may already have backing store) and seen an fsync fail.
+async fn written_while_failing(disk: &FailingDisk) -> (PathBuf, Audit, AuditHandle) {
+    let path = disk.mnt.join("audit.jsonl");
+    let (audit, handle) = start(&path, "commit_interval_ms = 50\n");
+    for i in 0..5000 {
+        audit.emit(event(i)).await;
+    }
+    wait_stats(&audit, "all written and an fsync failed", 10, |s| {
+        s.written == 5000 && s.errors > 0
+    })
+    .await;
+    (path, audit, handle)
+}
+
+/// The numbers of the file's events, checking it holds whole lines only and no region
+/// the disk lost (NUL bytes).
+fn file_ids(path: &Path) -> Vec<u64> {
     let bytes = std::fs::read(path).unwrap();
     assert!(
         !bytes.contains(&0),
@@ -176,13 +178,7 @@ fn ids(path: &Path) -> Vec<u64> {
     );
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.is_empty() || text.ends_with('\n'), "a torn last line");
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("not a whole event ({e}): {l:.200}"));
-            v["intraport"]["connection_id"].as_u64().unwrap()
-        })
-        .collect()
+    ids(&text)
 }
 
 /// The disk fills in the middle of a batch: the write that fails part-way must not
@@ -196,7 +192,7 @@ async fn a_disk_that_fills_mid_batch_leaves_whole_lines_and_counts_every_event()
     mounts.tmpfs(&mnt, "1m");
     let filler = fill(&mnt, 100 << 10);
     let path = mnt.join("audit.jsonl");
-    let (audit, handle) = Audit::start(&file_sink(&path, "commit_interval_ms = 20\n")).unwrap();
+    let (audit, handle) = start(&path, "commit_interval_ms = 20\n");
     // About 200 bytes each: 2,000 events are four times the space left.
     for i in 0..2000 {
         audit.emit(event(i)).await;
@@ -214,7 +210,7 @@ async fn a_disk_that_fills_mid_batch_leaves_whole_lines_and_counts_every_event()
     }
     let stats = handle.shutdown().await.remove(0);
     assert_eq!(stats.written + stats.dropped, 2100, "{stats:?}");
-    let ids = ids(&path);
+    let ids = file_ids(&path);
     assert_eq!(
         ids.len() as u64,
         stats.written,
@@ -236,15 +232,7 @@ async fn a_disk_that_fills_mid_batch_leaves_whole_lines_and_counts_every_event()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_writes_its_events_again_and_loses_none() {
     let disk = FailingDisk::new("16m");
-    let path = disk.mnt.join("audit.jsonl");
-    let (audit, handle) = Audit::start(&file_sink(&path, "commit_interval_ms = 50\n")).unwrap();
-    for i in 0..5000 {
-        audit.emit(event(i)).await;
-    }
-    wait_stats(&audit, "all written and an fsync failed", 10, |s| {
-        s.written == 5000 && s.errors > 0
-    })
-    .await;
+    let (path, audit, handle) = written_while_failing(&disk).await;
     let failing = audit.stats().remove(0);
     // Space again: the shutdown's fsync (or one before it) succeeds.
     disk.heal();
@@ -252,7 +240,7 @@ async fn a_failed_fsync_writes_its_events_again_and_loses_none() {
     assert_eq!((stats.written, stats.dropped), (5000, 0), "{stats:?}");
     assert!(stats.syncs > failing.syncs, "no fsync since: {stats:?}");
     disk.remount();
-    assert_eq!(ids(&path), (0..5000).collect::<Vec<_>>());
+    assert_eq!(file_ids(&path), (0..5000).collect::<Vec<_>>());
 }
 
 /// While fsyncs keep failing, the sink keeps what it must write again only up to a
@@ -263,8 +251,7 @@ async fn a_failed_fsync_writes_its_events_again_and_loses_none() {
 async fn a_disk_that_keeps_failing_holds_the_queue_at_a_bound() {
     let disk = FailingDisk::new("128m");
     let path = disk.mnt.join("audit.jsonl");
-    let cfg = file_sink(&path, "commit_interval_ms = 50\n");
-    let (audit, handle) = Audit::start(&cfg).unwrap();
+    let (audit, handle) = start(&path, "commit_interval_ms = 50\n");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = tokio::spawn({
         let (audit, stop) = (audit.clone(), stop.clone());
@@ -306,7 +293,7 @@ async fn a_disk_that_keeps_failing_holds_the_queue_at_a_bound() {
     let stats = handle.shutdown().await.remove(0);
     assert_eq!((stats.written, stats.dropped), (emitted, 0), "{stats:?}");
     disk.remount();
-    assert_eq!(ids(&path), (0..emitted).collect::<Vec<_>>());
+    assert_eq!(file_ids(&path), (0..emitted).collect::<Vec<_>>());
 }
 
 /// `sync` mode on a device whose fsyncs fail: each response's event is refused (the
@@ -317,7 +304,7 @@ async fn a_disk_that_keeps_failing_holds_the_queue_at_a_bound() {
 async fn sync_mode_refuses_and_cuts_off_what_a_failing_fsync_lost() {
     let disk = FailingDisk::new("16m");
     let path = disk.mnt.join("audit.jsonl");
-    let (audit, handle) = Audit::start(&file_sink(&path, "durability = \"sync\"\n")).unwrap();
+    let (audit, handle) = start(&path, "durability = \"sync\"\n");
     for i in 0..20 {
         assert!(audit.emit_durable(event(i)).await.is_err(), "event {i}");
     }
@@ -328,5 +315,15 @@ async fn sync_mode_refuses_and_cuts_off_what_a_failing_fsync_lost() {
     let stats = handle.shutdown().await.remove(0);
     assert_eq!((stats.written, stats.dropped), (10, 20), "{stats:?}");
     disk.remount();
-    assert_eq!(ids(&path), (20..30).collect::<Vec<_>>());
+    assert_eq!(file_ids(&path), (20..30).collect::<Vec<_>>());
+}
+
+/// A sink stopped while its fsyncs still fail: the events written since the last good
+/// fsync may not be on disk, so they count as dropped, not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_never_fsynced_by_the_shutdown_count_as_dropped() {
+    let disk = FailingDisk::new("16m");
+    let (_, _audit, handle) = written_while_failing(&disk).await;
+    let stats = handle.shutdown().await.remove(0);
+    assert_eq!((stats.written, stats.dropped), (0, 5000), "{stats:?}");
 }

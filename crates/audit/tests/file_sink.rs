@@ -7,30 +7,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use intraport_audit::{Action, Audit, AuditConfig, Event, Outcome};
+mod common;
 
-fn config(toml_text: &str) -> AuditConfig {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        audit: AuditConfig,
-    }
-    toml::from_str::<Doc>(toml_text).unwrap().audit
-}
-
-/// One file sink at `path`, with `extra` lines of its table.
-fn file_sink(path: &Path, extra: &str) -> AuditConfig {
-    config(&format!(
-        "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = {path:?}\n{extra}"
-    ))
-}
-
-fn event(i: u64) -> Event {
-    let mut e = Event::new(Action::ConnectionAccepted, Outcome::Success);
-    e.connection_id = Some(i);
-    e.source = Some(format!("192.0.2.1:{}", 1000 + i % 60000).parse().unwrap());
-    e.listener = Some("public".into());
-    e
-}
+use common::{config, event, ids, start};
+use intraport_audit::Audit;
 
 /// Polls `f` until it returns `Some` or the deadline passes.
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -53,16 +33,6 @@ async fn wait_async<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) 
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Connection ids of the JSON lines in `text`, checking each line parses.
-fn ids(text: &str) -> Vec<u64> {
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["intraport"]["connection_id"].as_u64().unwrap()
-        })
-        .collect()
 }
 
 fn read_any(p: &Path) -> String {
@@ -97,8 +67,7 @@ fn rotated(dir: &Path, name: &str) -> Vec<PathBuf> {
 async fn group_commit_writes_every_event_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let cfg = file_sink(&path, "commit_interval_ms = 50\n");
-    let (audit, handle) = Audit::start(&cfg).unwrap();
+    let (audit, handle) = start(&path, "commit_interval_ms = 50\n");
     assert!(!audit.is_sync());
     for i in 0..1000 {
         audit.emit(event(i)).await;
@@ -173,8 +142,7 @@ async fn sync_mode_event_is_in_the_file_when_emit_durable_returns() {
 async fn size_rotation_gzips_and_keeps_every_line_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let cfg = file_sink(&path, "rotate_size_bytes = 4000\n");
-    let (audit, handle) = Audit::start(&cfg).unwrap();
+    let (audit, handle) = start(&path, "rotate_size_bytes = 4000\n");
     for i in 0..200 {
         audit.emit(event(i)).await;
     }
@@ -210,11 +178,10 @@ async fn size_rotation_gzips_and_keeps_every_line_once() {
 async fn keep_prunes_old_rotations_and_age_rotation_happens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
-    let cfg = file_sink(
+    let (audit, handle) = start(
         &path,
         "rotate_size_bytes = 1000\nkeep = 2\ncompress = false\n",
     );
-    let (audit, handle) = Audit::start(&cfg).unwrap();
     for i in 0..100 {
         audit.emit(event(i)).await;
     }
@@ -231,8 +198,7 @@ async fn keep_prunes_old_rotations_and_age_rotation_happens() {
 
     // Age: a 1 s interval rotates a file that keeps receiving events.
     let path = dir.path().join("b.log");
-    let cfg = file_sink(&path, "rotate_interval = \"1s\"\ncompress = false\n");
-    let (audit, handle) = Audit::start(&cfg).unwrap();
+    let (audit, handle) = start(&path, "rotate_interval = \"1s\"\ncompress = false\n");
     let mut i = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while rotated(dir.path(), "b.log").is_empty() {
@@ -420,8 +386,7 @@ async fn events_that_cannot_be_written_are_counted_as_dropped() {
 async fn group_commit_fsyncs_every_interval_under_steady_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let cfg = file_sink(&path, "commit_interval_ms = 50\n");
-    let (audit, handle) = Audit::start(&cfg).unwrap();
+    let (audit, handle) = start(&path, "commit_interval_ms = 50\n");
     let emitter = audit.clone();
     let rt = tokio::runtime::Handle::current();
     // From a thread of its own, keep at least 100 events waiting: the worker empties
