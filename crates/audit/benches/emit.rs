@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
     let mut buf = Vec::with_capacity(4096);
     for (name, format) in [
         ("format_ecs", intraport_audit::Format::Ecs),
+        ("format_ocsf", intraport_audit::Format::Ocsf),
         ("format_cef", intraport_audit::Format::Cef),
     ] {
         group.throughput(Throughput::Elements(1));

@@ -21,7 +21,7 @@
 //! type = "syslog"
 //! transport = "tls"             # udp | tcp | tls
 //! address = "siem.example.net:6514"
-//! format = "cef"                # MSG part: cef | ecs
+//! format = "cef"                # MSG part: cef | ecs | ocsf
 //! ca = "/etc/intraport/siem-ca.pem"
 //! ```
 
@@ -159,7 +159,7 @@ pub enum SinkConfig {
 pub struct StdoutSinkConfig {
     /// Name in statistics (default `stdout<index>`).
     pub name: Option<String>,
-    /// `ecs` (default) or `cef`.
+    /// `ecs` (default), `ocsf` or `cef`.
     #[serde(default = "ecs")]
     pub format: Format,
 }
@@ -179,7 +179,7 @@ pub struct FileSinkConfig {
     pub name: Option<String>,
     /// The file written (created if missing, appended to otherwise).
     pub path: PathBuf,
-    /// `ecs` (default) or `cef`.
+    /// `ecs` (default), `ocsf` or `cef`.
     #[serde(default = "ecs")]
     pub format: Format,
     /// `group` (default) or `sync`.
@@ -209,7 +209,7 @@ pub struct SyslogSinkConfig {
     pub transport: Transport,
     /// The collector, `host:port`.
     pub address: String,
-    /// MSG part: `cef` (default) or `ecs`.
+    /// MSG part: `cef` (default), `ecs` or `ocsf`.
     #[serde(default = "cef")]
     pub format: Format,
     /// Facility name (default `local0`).
@@ -656,6 +656,7 @@ mod tests {
             name = "siem"
             transport = "tcp"
             address = "127.0.0.1:514"
+            format = "ocsf"
             "#,
         )
         .unwrap();
@@ -672,6 +673,8 @@ mod tests {
         assert!(e.contains("rotate"), "{e}");
         let e = parse("[[audit.sink]]\ntype = \"kafka\"\n").unwrap_err();
         assert!(e.contains("kafka"), "{e}");
+        let e = parse("[[audit.sink]]\ntype = \"stdout\"\nformat = \"leef\"\n").unwrap_err();
+        assert!(e.contains("leef") && e.contains("ocsf"), "{e}");
         let e = parse("[[audit.sink]]\ntype = \"file\"\npath = \"/x\"\ndurability = \"fast\"\n")
             .unwrap_err();
         assert!(e.contains("fast"), "{e}");

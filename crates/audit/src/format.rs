@@ -1,4 +1,4 @@
-//! Wire formats: ECS JSON lines, CEF and RFC 5424 syslog framing.
+//! Wire formats: ECS JSON lines, OCSF JSON lines, CEF and RFC 5424 syslog framing.
 //!
 //! Each writer appends to a caller's `Vec<u8>` so a sink formats a whole batch into
 //! one buffer without per-event allocation. The JSON writer is hand-written for the
@@ -35,12 +35,14 @@ pub const ECS_VERSION: &str = ecs_version!();
 /// The product and vendor name in CEF headers and ECS `observer.product`.
 pub const PRODUCT: &str = product!();
 
-/// How an event is written as text (`"ecs"` or `"cef"` in configuration).
+/// How an event is written as text (`"ecs"`, `"ocsf"` or `"cef"` in configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Elastic Common Schema JSON (one object per line in files and on stdout).
     Ecs,
+    /// Open Cybersecurity Schema Framework 1.7.0 JSON (one object per line).
+    Ocsf,
     /// ArcSight Common Event Format.
     Cef,
 }
@@ -49,6 +51,7 @@ pub enum Format {
 pub fn write_event(format: Format, event: &Event, out: &mut Vec<u8>) {
     match format {
         Format::Ecs => write_ecs(event, out),
+        Format::Ocsf => write_ocsf(event, out),
         Format::Cef => write_cef(event, out),
     }
 }
@@ -251,6 +254,9 @@ impl<'a> Json<'a> {
         self.out.push(b'}');
     }
 }
+
+mod ocsf;
+pub use ocsf::{OCSF_VERSION, write_ocsf};
 
 /// `"category":[..],"type":[..],"action":"..","outcome":".."` for an event, the part
 /// of its `event` object that follows from its action, outcome and whether it is an
@@ -564,6 +570,14 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
     if let Some(i) = identity {
         j.lit(&i.token);
     }
+    durations_and_ban(&mut j, event);
+    j.end();
+    j.close();
+}
+
+/// `"duration_us":{..}` (the durations known, in µs) and `"ban_seconds"`, the members
+/// ECS `intraport` and OCSF `unmapped` share.
+fn durations_and_ban(j: &mut Json<'_>, event: &Event) {
     let d = &event.durations;
     if d.handshake.is_some() || d.auth.is_some() || d.upstream.is_some() || d.total.is_some() {
         j.obj(key!("duration_us"));
@@ -574,8 +588,6 @@ pub fn write_ecs(event: &Event, out: &mut Vec<u8>) {
         j.end();
     }
     j.opt_num(key!("ban_seconds"), event.ban_duration.map(|d| d.as_secs()));
-    j.end();
-    j.close();
 }
 
 // ---------------------------------------------------------------------------------
@@ -1111,6 +1123,13 @@ mod tests {
         assert!(s.contains(" upstream-result [intraport@32473 id=\""), "{s}");
         assert!(s.contains(r#"reason="a\"b\]c\\d""#), "{s}");
         assert!(s.contains("] CEF:0|"), "{s}");
+        // An OCSF message is the whole event after the structured data.
+        let mut v = Vec::new();
+        write_syslog(&h, Format::Ocsf, &e, &mut v);
+        let s = String::from_utf8(v).unwrap();
+        let (_, msg) = s.split_once("] {").unwrap();
+        let j: serde_json::Value = serde_json::from_str(&format!("{{{msg}")).unwrap();
+        assert_eq!(j["metadata"]["uid"], e.id.to_string());
     }
 
     /// Reverses [`cef_value_escape`] for the characters it escapes.
@@ -1266,6 +1285,32 @@ mod tests {
             prop_assert_eq!(j["intraport"]["route"].as_str().unwrap(), s.as_str());
             prop_assert_eq!(j["user"]["id"].as_str().unwrap(), s.as_str());
             prop_assert_eq!(j["intraport"]["token"]["kid"].as_str().unwrap(), s.as_str());
+        }
+
+        #[test]
+        fn ocsf_with_hostile_fields_parses(s in hostile()) {
+            let mut e = sample();
+            e.reason = Some(s.as_str().into());
+            e.route = Some(s.as_str().into());
+            e.message = Some(s.as_str().into());
+            e.http = Some(Box::new(HttpInfo {
+                method: Some(s.as_str().into()),
+                ..HttpInfo::default()
+            }));
+            e.identity = Some(std::sync::Arc::new(Identity {
+                kid: Some(s.as_str().into()),
+                oid: Some(s.as_str().into()),
+                ..Identity::default()
+            }));
+            let mut v = Vec::new();
+            write_ocsf(&e, &mut v);
+            prop_assert!(!v.contains(&b'\n'));
+            let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            prop_assert_eq!(j["status_detail"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["unmapped"]["route"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["actor"]["user"]["uid"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["unmapped"]["token_kid"].as_str().unwrap(), s.as_str());
+            prop_assert_eq!(j["http_request"]["http_method"].as_str().unwrap(), s.as_str());
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`Event`] and its parts ([`Action`], [`Outcome`], [`Identity`], [`TlsInfo`],
 //!   [`HttpInfo`], [`Durations`]): the event model, cheap to build on the data plane.
-//! - [`format`]: ECS JSON lines, CEF, RFC 5424 syslog messages and their escaping.
+//! - [`format`]: ECS JSON lines, OCSF 1.7.0 JSON lines, CEF, RFC 5424 syslog messages
+//!   and their escaping.
 //! - [`AuditConfig`]: the `[audit]` table and `[[audit.sink]]` entries of the gateway's
 //!   TOML, checked into an [`AuditPlan`].
 //! - [`Audit`]: the cheap, cloneable emitter the data plane holds. [`Audit::emit`]
@@ -14,9 +15,10 @@
 //! - [`Audit::stats`]: per sink queue depth, events written, dropped and spooled, for
 //!   the gateway's metrics.
 //!
-//! Sinks: `stdout`, `file` (JSON lines or CEF, size/time rotation, gzip of rotated
-//! files, group commit with `fsync` within `commit_interval_ms` or `sync`), `syslog`
-//! over UDP (RFC 5426), TCP (RFC 6587 octet counting) and TLS (RFC 5425). A TCP or TLS
+//! Sinks: `stdout`, `file` (ECS or OCSF JSON lines, or CEF; size/time rotation, gzip
+//! of rotated files, group commit with `fsync` within `commit_interval_ms` or `sync`),
+//! `syslog` over UDP (RFC 5426), TCP (RFC 6587 octet counting) and TLS (RFC 5425),
+//! whose message is CEF, ECS or OCSF. A TCP or TLS
 //! collector that is down gets the events spooled to disk and replayed in order when
 //! it returns (see Delivery below).
 //!

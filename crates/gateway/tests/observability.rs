@@ -1,13 +1,15 @@
 //! The gateway as the witness of its port, end to end on loopback: an audit event for
 //! every connection, handshake, request, ban and reload (read back from the file
-//! sink), every TLS handshake failure reason with its event and its metric label, the
+//! sink, and from a second one in OCSF that a third-party implementation of the OCSF
+//! schema checks: PyPI `pydantic-ocsf`), every TLS handshake failure reason with its
+//! event and its metric label, the
 //! `/metrics` exposition, and the `/status` page rendered by a real headless Chromium
 //! (Debian `chromium`) showing the numbers `/metrics` has.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,9 +30,10 @@ struct Gw {
     mtls: SocketAddr,
     admin: SocketAddr,
     audit: PathBuf,
+    ocsf: PathBuf,
 }
 
-fn config_text(minter: &Minter, up: SocketAddr, audit: &Path) -> String {
+fn config_text(minter: &Minter, up: SocketAddr, audit: &Path, ocsf: &Path) -> String {
     format!(
         r#"
 [server]
@@ -50,6 +53,11 @@ queue_full = "block"
 [[audit.sink]]
 type = "file"
 path = "{audit}"
+commit_interval_ms = 10
+[[audit.sink]]
+type = "file"
+path = "{ocsf}"
+format = "ocsf"
 commit_interval_ms = 10
 
 [[provider]]
@@ -97,6 +105,7 @@ allow = ["127.0.0.0/8"]
 client_cert_subjects = ["CN=agent"]
 "#,
         audit = audit.display(),
+        ocsf = ocsf.display(),
         iss = mint::ISSUER,
         jwks = minter.jwks_path.display(),
         aud = mint::AUDIENCE,
@@ -108,8 +117,9 @@ async fn start() -> Gw {
     let minter = Minter::new(&pki.dir);
     let up = upstream::http1().await;
     let audit = pki.dir.join("audit.jsonl");
+    let ocsf = pki.dir.join("audit-ocsf.jsonl");
     let file = pki.dir.join("gateway.toml");
-    std::fs::write(&file, config_text(&minter, up, &audit)).unwrap();
+    std::fs::write(&file, config_text(&minter, up, &audit, &ocsf)).unwrap();
     let config = intraport_gateway::load_config(&file).unwrap_or_else(|e| {
         panic!(
             "{}",
@@ -135,6 +145,7 @@ async fn start() -> Gw {
         mtls,
         admin,
         audit,
+        ocsf,
     }
 }
 
@@ -150,6 +161,119 @@ async fn events(path: &Path, what: &str, until: impl Fn(&[Value]) -> bool) -> Ve
         until(&evs).then_some(evs)
     })
     .await
+}
+
+/// The Python with the test packages: INTRAPORT_TEST_PYTHON, else the workspace's
+/// .venv that the README's test command makes.
+fn python() -> PathBuf {
+    let p = std::env::var_os("INTRAPORT_TEST_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        PathBuf::from,
+    );
+    assert!(
+        p.exists(),
+        "no test Python at {}: run the README's test command (scripts/test.sh), which creates it",
+        p.display()
+    );
+    p
+}
+
+/// The OCSF sink's events, once it has every event the ECS sink has now (the same
+/// ids), each checked against the OCSF 1.7.0 schema by `tests/ocsf/validate.py`
+/// (PyPI `pydantic-ocsf`'s models, and no attribute the schema lacks). Returns the
+/// events by their id.
+async fn ocsf_events(g: &Gw) -> BTreeMap<String, Value> {
+    let ids: BTreeSet<String> = events(&g.audit, "ECS events", |_| true)
+        .await
+        .iter()
+        .map(|e| e["event"]["id"].as_str().unwrap().to_string())
+        .collect();
+    let by_id = events(&g.ocsf, "the same events in OCSF", |evs| {
+        let seen: BTreeSet<&str> = evs
+            .iter()
+            .filter_map(|e| e["metadata"]["uid"].as_str())
+            .collect();
+        ids.iter().all(|id| seen.contains(id.as_str()))
+    })
+    .await
+    .into_iter()
+    .map(|e| (e["metadata"]["uid"].as_str().unwrap().to_string(), e))
+    .collect::<BTreeMap<_, _>>();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&g.ocsf)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "OCSF events the schema refuses:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(&g.ocsf).unwrap().lines().count();
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok ")).count(),
+        lines
+    );
+    by_id
+}
+
+/// The OCSF check is not vacuous: an event with an attribute its class lacks, a wrong
+/// caption, a bad address or a status of another class fails it, naming what.
+#[test]
+fn the_ocsf_check_refuses_what_the_schema_does_not_define() {
+    let pki = Pki::new();
+    let good = r#"{"time":1,"class_uid":4001,"category_uid":4,"activity_id":1,"activity_name":"Open","type_uid":400101,"severity_id":1,"status_id":1,"status":"Success","metadata":{"version":"1.7.0","product":{"name":"intraport"}},"src_endpoint":{"ip":"127.0.0.1","port":1}}"#;
+    let cases = [
+        (
+            r#""port":1}"#,
+            r#""port":1,"owner_name":"x"}"#,
+            "src_endpoint.owner_name: not an attribute",
+        ),
+        (
+            r#""activity_name":"Open""#,
+            r#""activity_name":"Close""#,
+            "activity_name",
+        ),
+        (
+            r#""ip":"127.0.0.1""#,
+            r#""ip":"127.0.0.999""#,
+            "not an IP address",
+        ),
+        (r#""status":"Success""#, r#""status":"New""#, "status"),
+        (
+            r#""class_uid":4001"#,
+            r#""class_uid":1001"#,
+            "not a class intraport writes",
+        ),
+    ];
+    for (from, to, says) in cases {
+        let file = pki.dir.join("events.jsonl");
+        std::fs::write(&file, format!("{good}\n{}\n", good.replace(from, to))).unwrap();
+        let out = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py"))
+            .arg(&file)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{to}: accepted\n{report}");
+        let mut lines = report.lines();
+        assert_eq!(lines.next(), Some("ok 4001 1"), "{report}");
+        let bad = lines.next().unwrap_or_default();
+        assert!(
+            bad.starts_with("line 2:") && bad.contains(says),
+            "{to}: {report}"
+        );
+    }
+}
+
+/// `(class_uid, activity_id)` of an OCSF event.
+fn class(e: &Value) -> (u64, u64) {
+    (
+        e["class_uid"].as_u64().unwrap(),
+        e["activity_id"].as_u64().unwrap(),
+    )
 }
 
 fn action(e: &Value) -> &str {
@@ -372,6 +496,63 @@ async fn every_connection_request_ban_and_reload_has_its_event() {
     assert_eq!(ban["source"]["ip"], "127.0.0.1");
     assert_eq!(reason(ban), "malformed");
     assert_eq!(ban["intraport"]["ban_seconds"], 2);
+
+    // The same events in OCSF, each in its class, the schema's check passed.
+    let ocsf = ocsf_events(&g).await;
+    let of = |e: &Value| &ocsf[e["event"]["id"].as_str().unwrap()];
+    let o = of(ok);
+    assert_eq!(class(o), (4002, 3), "{o}");
+    assert_eq!(o["status_id"], 1);
+    assert_eq!(o["http_response"]["code"], 200);
+    assert_eq!(o["http_request"]["uid"], ok_rid.as_str());
+    assert_eq!(o["traffic"]["bytes_in"].as_u64(), Some(ok_len));
+    assert_eq!(
+        o["actor"]["user"]["uid"],
+        "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+    );
+    assert_eq!(o["actor"]["idp"]["tenant_uid"], mint::TENANT);
+    assert_eq!(o["unmapped"]["token_kid"], "test-key-1");
+    assert_eq!(o["unmapped"]["route"], "api");
+    assert_eq!(o["metadata"]["profiles"][0], "host");
+    let o = of(bad[0]);
+    assert_eq!(class(o), (3002, 1), "{o}");
+    assert_eq!(
+        (o["status_id"].as_u64(), o["status_detail"].as_str()),
+        (Some(2), Some("bad_signature"))
+    );
+    assert_eq!(o["auth_protocol_id"], 6);
+    assert_eq!(o["service"]["name"], "api");
+    let o = of(none[0]);
+    assert_eq!(class(o), (4002, 3), "{o}");
+    assert_eq!(o["status_detail"], "no_route");
+    let o = of(hs);
+    assert_eq!(class(o), (4001, 99), "{o}");
+    assert_eq!(o["tls"]["version"], "1.3");
+    assert_eq!(o["tls"]["sni"], "localhost");
+    assert_eq!(o["actor"]["user"]["name"], "CN=agent");
+    assert_eq!(class(of(denied)), (4002, 3));
+    let o = of(closed);
+    assert_eq!(
+        (class(o), o["status_detail"].as_str()),
+        ((4001, 2), Some("banned"))
+    );
+    let refused = evs
+        .iter()
+        .find(|e| action(e) == "connection-refused")
+        .unwrap();
+    assert_eq!(class(of(refused)), (4001, 5));
+    let b = of(ban);
+    assert_eq!(class(b), (2004, 1));
+    assert_eq!(b["finding_info"]["uid"], "intraport-ban-127.0.0.1");
+    assert_eq!(b["evidences"][0]["src_endpoint"]["ip"], "127.0.0.1");
+    let unban = evs.iter().find(|e| action(e) == "unban").unwrap();
+    let u = of(unban);
+    assert_eq!(class(u), (2004, 3));
+    assert_eq!(u["finding_info"]["uid"], b["finding_info"]["uid"]);
+    assert!(
+        !std::fs::read_to_string(&g.ocsf).unwrap().contains(&good),
+        "the token itself is never written"
+    );
 }
 
 /// A request head not finished within the header timeout closes its connection, and
@@ -438,6 +619,15 @@ async fn reloads_are_events() {
         reloads[0]
     );
     assert_eq!(reloads[1]["event"]["outcome"], "success");
+    let ocsf = ocsf_events(&g).await;
+    for (r, status) in reloads.iter().zip([2, 1]) {
+        let o = &ocsf[r["event"]["id"].as_str().unwrap()];
+        assert_eq!(
+            (class(o), o["status_id"].as_u64()),
+            ((6002, 8), Some(status))
+        );
+        assert_eq!(o["app"]["name"], "intraport");
+    }
     let m = samples(&metrics(g.admin).await);
     assert_eq!(
         sum(
@@ -589,6 +779,19 @@ async fn every_handshake_failure_reason_has_its_event_and_metric_label() {
             .unwrap()
             >= 300_000
     );
+    let ocsf = ocsf_events(&g).await;
+    for r in reasons {
+        let e = evs
+            .iter()
+            .find(|e| action(e) == "tls-handshake" && reason(e) == r)
+            .unwrap();
+        let o = &ocsf[e["event"]["id"].as_str().unwrap()];
+        assert_eq!(class(o), (4001, 99), "{o}");
+        assert_eq!(
+            (o["status_id"].as_u64(), o["status_detail"].as_str()),
+            (Some(2), Some(r))
+        );
+    }
     let m = samples(&metrics(g.admin).await);
     for r in reasons.iter().chain(&["success"]) {
         let n = sum(
@@ -837,8 +1040,13 @@ async fn sync_durability_refuses_the_response_whose_event_cannot_be_written() {
     let pki = Pki::new();
     let minter = Minter::new(&pki.dir);
     let up = upstream::http1().await;
-    let text = config_text(&minter, up, Path::new("/dev/full"))
-        .replace("commit_interval_ms = 10", "durability = \"sync\"");
+    let text = config_text(
+        &minter,
+        up,
+        Path::new("/dev/full"),
+        &pki.dir.join("ocsf.jsonl"),
+    )
+    .replace("commit_interval_ms = 10", "durability = \"sync\"");
     let config = intraport_gateway::Config::from_toml_str(&text, &pki.dir).unwrap();
     let gw = Gateway::start(config).await.unwrap();
     eventually(10, "provider ready", || async {
