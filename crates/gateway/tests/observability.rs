@@ -95,6 +95,15 @@ provider = "local"
 allow = ["127.0.0.0/8"]
 
 [[route]]
+name = "tok"
+listener = "mtls"
+path_prefix = "/tok"
+upstream = "http://{up}"
+provider = "local"
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[[route]]
 name = "agents"
 listener = "mtls"
 upstream = "http://{up}"
@@ -188,21 +197,26 @@ async fn ocsf_events(g: &Gw) -> BTreeMap<String, Value> {
         .iter()
         .map(|e| e["event"]["id"].as_str().unwrap().to_string())
         .collect();
-    let by_id = events(&g.ocsf, "the same events in OCSF", |evs| {
-        let seen: BTreeSet<&str> = evs
-            .iter()
-            .filter_map(|e| e["metadata"]["uid"].as_str())
+    // One snapshot of the file, whole lines only (more events may follow meanwhile),
+    // is what is matched, checked and counted.
+    let text = eventually(10, "the same events in OCSF", || async {
+        let text = std::fs::read_to_string(&g.ocsf).unwrap_or_default();
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let seen: BTreeSet<&str> = whole
+            .lines()
+            .filter_map(|l| l.split_once(r#""uid":""#))
+            .filter_map(|(_, rest)| rest.get(..36))
             .collect();
-        ids.iter().all(|id| seen.contains(id.as_str()))
+        ids.iter()
+            .all(|id| seen.contains(id.as_str()))
+            .then(|| whole.to_string())
     })
-    .await
-    .into_iter()
-    .map(|e| (e["metadata"]["uid"].as_str().unwrap().to_string(), e))
-    .collect::<BTreeMap<_, _>>();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py");
+    .await;
+    let snapshot = g.pki.dir.join("ocsf-snapshot.jsonl");
+    std::fs::write(&snapshot, &text).unwrap();
     let out = Command::new(python())
-        .arg(&script)
-        .arg(&g.ocsf)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py"))
+        .arg(&snapshot)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
@@ -211,11 +225,21 @@ async fn ocsf_events(g: &Gw) -> BTreeMap<String, Value> {
         "OCSF events the schema refuses:\n{report}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines = std::fs::read_to_string(&g.ocsf).unwrap().lines().count();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(
-        report.lines().filter(|l| l.starts_with("ok ")).count(),
-        lines
+        report.lines().last(),
+        Some(format!("events {}", events.len()).as_str())
     );
+    let by_id: BTreeMap<String, Value> = events
+        .into_iter()
+        .map(|e| (e["metadata"]["uid"].as_str().unwrap().to_string(), e))
+        .collect();
+    for id in &ids {
+        assert!(by_id.contains_key(id), "event {id} is not in the OCSF sink");
+    }
     by_id
 }
 
@@ -241,7 +265,16 @@ fn the_ocsf_check_refuses_what_the_schema_does_not_define() {
             r#""ip":"127.0.0.999""#,
             "not an IP address",
         ),
-        (r#""status":"Success""#, r#""status":"New""#, "status"),
+        (
+            r#""status":"Success""#,
+            r#""status":"New""#,
+            "is not status_id 1's caption",
+        ),
+        (
+            r#""severity_id":1,"#,
+            r#""severity_id":"1","#,
+            "an integer expected",
+        ),
         (
             r#""class_uid":4001"#,
             r#""class_uid":1001"#,
@@ -510,7 +543,7 @@ async fn every_connection_request_ban_and_reload_has_its_event() {
         o["actor"]["user"]["uid"],
         "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
     );
-    assert_eq!(o["actor"]["idp"]["tenant_uid"], mint::TENANT);
+    assert_eq!(o["actor"]["user"]["org"]["uid"], mint::TENANT);
     assert_eq!(o["unmapped"]["token_kid"], "test-key-1");
     assert_eq!(o["unmapped"]["route"], "api");
     assert_eq!(o["metadata"]["profiles"][0], "host");
@@ -522,6 +555,8 @@ async fn every_connection_request_ban_and_reload_has_its_event() {
     );
     assert_eq!(o["auth_protocol_id"], 6);
     assert_eq!(o["service"]["name"], "api");
+    // A refused token's claims are not trusted: no user is named.
+    assert_eq!(o["user"]["name"], "unknown");
     let o = of(none[0]);
     assert_eq!(class(o), (4002, 3), "{o}");
     assert_eq!(o["status_detail"], "no_route");
@@ -645,6 +680,34 @@ async fn reloads_are_events() {
         ),
         1.0
     );
+}
+
+/// A token refused on a TLS listener is an Authentication event whose user is the
+/// client certificate's subject; OCSF's Authentication has no `tls` (the ECS event has
+/// it).
+#[tokio::test]
+async fn a_token_refused_over_tls_is_an_authentication_event_without_tls() {
+    let g = start().await;
+    let url = format!("https://localhost:{}/tok/x", g.mtls.port());
+    let r = cert_client(&g, "agent")
+        .get(&url)
+        .bearer_auth("x.y.z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let by_rid = |e: &Value| e["http"]["request"]["id"].as_str() == Some(rid.as_str());
+    let evs = events(&g.audit, "the refusal", |evs| evs.iter().any(by_rid)).await;
+    let e = evs.iter().find(|e| by_rid(e)).unwrap();
+    assert_eq!(action(e), "authentication");
+    assert_eq!(e["tls"]["version"], "1.3");
+    let ocsf = ocsf_events(&g).await;
+    let o = &ocsf[e["event"]["id"].as_str().unwrap()];
+    assert_eq!(class(o), (3002, 1), "{o}");
+    assert!(o.get("tls").is_none(), "{o}");
+    assert_eq!(o["user"]["name"], "CN=agent");
+    assert_eq!(o["service"]["name"], "tok");
 }
 
 /// A TLS handshake from `client` to the mTLS listener; true if it completed.
@@ -1040,6 +1103,7 @@ async fn sync_durability_refuses_the_response_whose_event_cannot_be_written() {
     let pki = Pki::new();
     let minter = Minter::new(&pki.dir);
     let up = upstream::http1().await;
+    // Both sinks become `sync`: the response waits for both, and the first fails.
     let text = config_text(
         &minter,
         up,

@@ -2,12 +2,13 @@
 //!
 //! Every audit event maps to one OCSF class: connections, TLS handshakes and TCP
 //! routes to Network Activity (4001), HTTP requests to HTTP Activity (4002), refused
-//! tokens and client certificates to Authentication (3002), bans to Detection Finding
-//! (2004) and reloads to Application Lifecycle (6002). What OCSF has no attribute for
-//! (listener, route, rule, token `kid`, microsecond durations) goes in `unmapped`. The
-//! identity of an HTTP request (its token's `oid`, `tid`, `azp`, or its certificate
-//! subject) is the `actor` of the `host` profile, declared in `metadata.profiles`.
-//! The mapping is in `FIELDS.md`; a test checks every event against the OCSF schema.
+//! tokens to Authentication (3002), bans to Detection Finding (2004) and reloads to
+//! Application Lifecycle (6002). What OCSF has no attribute for (listener, route, rule,
+//! token `kid`, microsecond durations) goes in `unmapped`. The identity of an HTTP
+//! request (its token's `oid`, `tid`, `azp`, or its certificate subject) is the `actor`
+//! of the `host` profile, declared in `metadata.profiles`. The mapping is in
+//! `FIELDS.md`; the gateway's end-to-end tests check the events they produce against
+//! the OCSF schema, constraints included.
 
 use std::time::Duration;
 
@@ -113,10 +114,14 @@ fn status(outcome: Outcome) -> (u32, &'static str) {
     }
 }
 
-/// Whole milliseconds of `d`, saturated: OCSF durations are integers of milliseconds.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// Whole milliseconds of `d`, at most `max`: OCSF durations are integers of
+/// milliseconds, `duration` a signed 64-bit one, `latency` and `handshake_dur` 32-bit.
+fn millis(d: Duration, max: u64) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).min(max)
 }
+
+const I32_MAX: u64 = i32::MAX as u64;
+const I64_MAX: u64 = i64::MAX as u64;
 
 /// `src_endpoint` / `dst_endpoint`: the address, without a port of 0 (not known: a
 /// client named by a trusted proxy, a banned address), and a host name (the SNI).
@@ -132,32 +137,38 @@ fn endpoint(j: &mut Json<'_>, k: &'static str, a: std::net::SocketAddr, host: Op
 
 /// `actor`: who made the request, as its token or certificate says (the `host`
 /// profile's, in Network and HTTP Activity), with its `user` unless the class has its
-/// own (Authentication).
+/// own (Authentication). OCSF's `actor` needs a user or an application: nothing is
+/// written without one.
 fn actor(j: &mut Json<'_>, i: &Identity, with_user: bool) {
+    let user = with_user && names_user(i);
+    if !user && i.azp.is_none() {
+        return;
+    }
     j.obj(key!("actor"));
-    if with_user && (i.oid.is_some() || i.cert_subject.is_some()) {
-        user(j, i);
+    if user {
+        write_user(j, i);
     }
     j.opt_str(key!("app_uid"), i.azp.as_deref());
-    if let Some(tid) = i.tid.as_deref() {
-        j.obj(key!("idp"));
-        j.str(key!("tenant_uid"), tid);
-        j.end();
-    }
     j.end();
 }
 
-/// `user`: the token's `oid` as `uid`, the certificate's subject as `name`.
-fn user(j: &mut Json<'_>, i: &Identity) {
+/// Whether the identity names a user: OCSF's `user` needs a `uid` or a `name`.
+fn names_user(i: &Identity) -> bool {
+    i.oid.is_some() || i.cert_subject.is_some()
+}
+
+/// `user`: the token's `oid` as `uid`, the certificate's subject as `name`, the tenant
+/// (`tid`) as the user's organization.
+fn write_user(j: &mut Json<'_>, i: &Identity) {
     j.obj(key!("user"));
     j.opt_str(key!("uid"), i.oid.as_deref());
     j.opt_str(key!("name"), i.cert_subject.as_deref());
+    if let Some(tid) = i.tid.as_deref() {
+        j.obj(key!("org"));
+        j.str(key!("uid"), tid);
+        j.end();
+    }
     j.end();
-}
-
-/// Whether an identity has anything `actor` can carry.
-fn names_someone(i: &Identity) -> bool {
-    i.oid.is_some() || i.cert_subject.is_some() || i.azp.is_some() || i.tid.is_some()
 }
 
 /// Appends `event` as one OCSF 1.7.0 JSON object (no newline). The mapping is in the
@@ -168,7 +179,8 @@ pub fn write_ocsf(event: &Event, out: &mut Vec<u8>) {
     let method = event.http.as_deref().and_then(|h| h.method.as_deref());
     let identity = event.identity.as_deref();
     // Network and HTTP events carry the requester as the `host` profile's actor.
-    let as_actor = matches!(class.uid, 4001 | 4002) && identity.is_some_and(names_someone);
+    let as_actor = matches!(class.uid, 4001 | 4002)
+        && identity.is_some_and(|i| names_user(i) || i.azp.is_some());
     let mut j = Json::open(out);
     j.num(key!("time"), unix_millis(event.timestamp));
     j.num(key!("class_uid"), u64::from(class.uid));
@@ -176,11 +188,9 @@ pub fn write_ocsf(event: &Event, out: &mut Vec<u8>) {
     j.num(key!("category_uid"), u64::from(class.category));
     j.str(key!("category_name"), class.category_name);
     j.num(key!("activity_id"), u64::from(activity));
-    match (activity, method) {
-        // "Other": the method itself (a client's token, escaped like any other).
-        (OTHER, Some(m)) => j.str(key!("activity_name"), m),
-        _ => j.str(key!("activity_name"), activity_name),
-    }
+    // HTTP Activity's "Other": the method itself (a client's token, escaped).
+    let method = method.filter(|_| activity == OTHER && class.uid == 4002);
+    j.str(key!("activity_name"), method.unwrap_or(activity_name));
     j.num(
         key!("type_uid"),
         u64::from(class.uid) * 100 + u64::from(activity),
@@ -189,22 +199,18 @@ pub fn write_ocsf(event: &Event, out: &mut Vec<u8>) {
     j.out.push(b'"');
     json_escaped(class.name, j.out);
     j.out.extend_from_slice(b": ");
-    match (activity, method) {
-        (OTHER, Some(m)) => json_escaped(m, j.out),
-        _ => json_escaped(activity_name, j.out),
-    }
+    json_escaped(method.unwrap_or(activity_name), j.out);
     j.out.push(b'"');
     let (sev, sev_name) = severity(event);
     j.num(key!("severity_id"), u64::from(sev));
     j.str(key!("severity"), sev_name);
-    let (st, st_name) = match class.uid {
-        // A finding's status is its own: a ban opens it, its end resolves it.
-        2004 if event.action == Action::Unban => (4, "Resolved"),
-        2004 => (1, "New"),
-        _ => status(event.outcome),
-    };
-    j.num(key!("status_id"), u64::from(st));
-    j.str(key!("status"), st_name);
+    // A finding's status is its reviewer's (New, In Progress, Resolved, ...), not ours:
+    // the ban's start and end are its activities.
+    if class.uid != 2004 {
+        let (st, st_name) = status(event.outcome);
+        j.num(key!("status_id"), u64::from(st));
+        j.str(key!("status"), st_name);
+    }
     j.opt_str(key!("status_detail"), event.reason.as_deref());
     match &event.message {
         Some(m) => j.str(key!("message"), m),
@@ -213,7 +219,10 @@ pub fn write_ocsf(event: &Event, out: &mut Vec<u8>) {
             super::json_summary(event, j.out);
         }
     }
-    j.opt_num(key!("duration"), event.durations.total.map(millis));
+    j.opt_num(
+        key!("duration"),
+        event.durations.total.map(|d| millis(d, I64_MAX)),
+    );
 
     j.obj(key!("metadata"));
     j.lit(
@@ -274,6 +283,15 @@ fn network(j: &mut Json<'_>, event: &Event, class: u32, as_actor: bool) {
             j.raw(key!("uid"), |out| put_u64(out, c));
             // A gateway cannot tell whether its clients come from outside.
             j.lit(br#","direction_id":0,"direction":"Unknown","protocol_name":"tcp","protocol_num":6"#);
+            match event.source.map(|s| s.ip().to_canonical()) {
+                Some(std::net::IpAddr::V4(_)) => j.lit(
+                    br#","protocol_ver_id":4,"protocol_ver":"Internet Protocol version 4 (IPv4)""#,
+                ),
+                Some(std::net::IpAddr::V6(_)) => j.lit(
+                    br#","protocol_ver_id":6,"protocol_ver":"Internet Protocol version 6 (IPv6)""#,
+                ),
+                None => {}
+            }
             j.end();
         }
         // OCSF counts bytes from the destination's side: `bytes_in` went to the
@@ -282,20 +300,33 @@ fn network(j: &mut Json<'_>, event: &Event, class: u32, as_actor: bool) {
             j.obj(key!("traffic"));
             j.opt_num(key!("bytes_in"), event.bytes_out);
             j.opt_num(key!("bytes_out"), event.bytes_in);
+            let total = event
+                .bytes_in
+                .unwrap_or(0)
+                .saturating_add(event.bytes_out.unwrap_or(0));
+            j.num(key!("bytes"), total);
             j.end();
         }
         if let (true, Some(i)) = (as_actor, identity) {
             actor(j, i, true);
         }
     }
-    if let Some(t) = event.tls.as_deref().filter(|t| t.version.is_some()) {
+    // Authentication has no `tls`.
+    let tls = event
+        .tls
+        .as_deref()
+        .filter(|t| t.version.is_some() && class != 3002);
+    if let Some(t) = tls {
         // `version` is required in OCSF's `tls`: a failed handshake's SNI stays in
         // `dst_endpoint.hostname` alone.
         j.obj(key!("tls"));
         j.opt_str(key!("version"), t.version.as_deref());
         j.opt_str(key!("cipher"), t.cipher.as_deref());
         j.opt_str(key!("sni"), event.sni.as_deref());
-        j.opt_num(key!("handshake_dur"), event.durations.handshake.map(millis));
+        j.opt_num(
+            key!("handshake_dur"),
+            event.durations.handshake.map(|d| millis(d, I32_MAX)),
+        );
         j.end();
     }
     if let Some(h) = event.http.as_deref() {
@@ -312,32 +343,32 @@ fn network(j: &mut Json<'_>, event: &Event, class: u32, as_actor: bool) {
         if let Some(code) = h.status {
             j.obj(key!("http_response"));
             j.num(key!("code"), u64::from(code));
-            j.opt_num(key!("latency"), event.durations.upstream.map(millis));
+            j.opt_num(
+                key!("latency"),
+                event.durations.upstream.map(|d| millis(d, I32_MAX)),
+            );
             j.end();
         }
     }
 }
 
-/// Authentication's own members: the user (required; empty when the refused token
-/// named nobody), the protocol, the route as the service logged on to.
+/// Authentication's own members (the gateway writes one for a refused bearer token):
+/// the user, required, and `unknown` when the token named nobody it could trust (a
+/// refused token's claims are not); the protocol; the route as the service logged on
+/// to.
 fn authentication(j: &mut Json<'_>, event: &Event, identity: Option<&Identity>) {
-    match identity {
-        Some(i) => user(j, i),
-        None => j.lit(br#","user":{}"#),
+    match identity.filter(|i| names_user(i)) {
+        Some(i) => write_user(j, i),
+        None => j.lit(br#","user":{"name":"unknown","type_id":0,"type":"Unknown"}"#),
     }
-    let token = identity.is_none_or(|i| i.cert_subject.is_none() || i.kid.is_some());
-    if token {
-        j.lit(br#","auth_protocol_id":6,"auth_protocol":"OAUTH 2.0""#);
-    } else {
-        j.lit(br#","auth_protocol_id":99,"auth_protocol":"TLS client certificate""#);
-    }
+    j.lit(br#","auth_protocol_id":6,"auth_protocol":"OAUTH 2.0""#);
     j.lit(br#","logon_type_id":3,"logon_type":"Network","is_remote":true"#);
     if let Some(r) = &event.route {
         j.obj(key!("service"));
         j.str(key!("name"), r);
         j.end();
     }
-    if let Some(i) = identity.filter(|i| i.azp.is_some() || i.tid.is_some()) {
+    if let Some(i) = identity {
         actor(j, i, false);
     }
 }
@@ -382,8 +413,12 @@ fn unmapped(j: &mut Json<'_>, event: &Event) {
         key!("alpn"),
         event.tls.as_deref().and_then(|t| t.alpn.as_deref()),
     );
-    if let Some(kid) = event.identity.as_deref().and_then(|i| i.kid.as_deref()) {
-        j.str(key!("token_kid"), kid);
+    if let Some(i) = event.identity.as_deref() {
+        j.opt_str(key!("token_kid"), i.kid.as_deref());
+        if !names_user(i) {
+            // No user to carry the tenant as its organization.
+            j.opt_str(key!("tenant_id"), i.tid.as_deref());
+        }
     }
     super::durations_and_ban(j, event);
     j.end();
@@ -417,7 +452,9 @@ mod tests {
         assert_eq!(j["metadata"]["profiles"][0], "host");
         assert_eq!(j["actor"]["user"]["uid"], "o1");
         assert_eq!(j["actor"]["app_uid"], "a1");
-        assert_eq!(j["actor"]["idp"]["tenant_uid"], "t1");
+        assert_eq!(j["actor"]["user"]["org"]["uid"], "t1");
+        assert_eq!(j["connection_info"]["protocol_ver_id"], 4);
+        assert_eq!(j["traffic"]["bytes"], 2100);
         assert_eq!(j["src_endpoint"]["ip"], "10.1.2.3");
         assert_eq!(j["dst_endpoint"]["hostname"], "api.example.test");
         // From the destination's side: bytes_in went to the client.
@@ -474,10 +511,8 @@ mod tests {
             (1.into(), 3.into())
         );
         assert_eq!(b["severity_id"], 4);
-        assert_eq!(
-            (b["status"].clone(), u["status"].clone()),
-            ("New".into(), "Resolved".into())
-        );
+        // A finding's status is for its reviewer to set.
+        assert!(b.get("status_id").is_none() && u.get("status_id").is_none());
         assert_eq!(b["evidences"][0]["src_endpoint"]["ip"], "192.0.2.7");
         assert!(b["evidences"][0]["src_endpoint"].get("port").is_none());
     }
