@@ -2,9 +2,9 @@
 //! started by the test on loopback with its own configuration: imtcp (octet-counted
 //! framing), imtcp with the gtls netstream driver (RFC 5425) and imudp, each writing
 //! rsyslog's own parse of the message (facility, severity, app-name, msgid,
-//! structured data, msg) to a file. The test parses CEF, the SD element and ECS JSON
-//! back, then stops the receiver mid-run, keeps emitting, restarts it and checks that
-//! every event arrived once, in order.
+//! structured data, msg) to a file. The test parses CEF, the SD element and ECS and
+//! OCSF JSON back, then stops the receiver mid-run, keeps emitting, restarts it and
+//! checks that every event arrived once, in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -377,10 +377,13 @@ reconnect_max_ms = 200
         ca = r.dir.join("ca.pem"),
     );
     if udp {
-        t.push_str(&format!(
-            "[[audit.sink]]\ntype = \"syslog\"\nname = \"udp\"\ntransport = \"udp\"\naddress = \"127.0.0.1:{}\"\nformat = \"ecs\"\nfacility = \"authpriv\"\n",
-            r.udp
-        ));
+        // Two sinks to the one UDP input: the JSON formats, ECS and OCSF.
+        for format in ["ecs", "ocsf"] {
+            t.push_str(&format!(
+                "[[audit.sink]]\ntype = \"syslog\"\nname = \"udp-{format}\"\ntransport = \"udp\"\naddress = \"127.0.0.1:{}\"\nformat = \"{format}\"\nfacility = \"authpriv\"\n",
+                r.udp
+            ));
+        }
     }
     toml::from_str::<Doc>(&t).unwrap().audit
 }
@@ -402,7 +405,7 @@ async fn wait_lines(r: &Rsyslog, file: &str, n: usize, secs: u64) -> Vec<Line> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rsyslog_receives_cef_rfc5424_and_ecs_over_tcp_tls_udp() {
+async fn rsyslog_receives_cef_rfc5424_ecs_and_ocsf_over_tcp_tls_udp() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = Rsyslog::new(dir.path());
     r.start();
@@ -443,13 +446,27 @@ async fn rsyslog_receives_cef_rfc5424_and_ecs_over_tcp_tls_udp() {
             assert_eq!(ext["cn2"], e.connection_id.unwrap().to_string());
         }
     }
-    let lines = wait_lines(&r, "udp.log", n as usize, 20).await;
-    for (line, e) in lines.iter().zip(&sent) {
-        assert_eq!(line.facility, "authpriv");
-        let j: serde_json::Value = serde_json::from_str(&line.msg).unwrap();
+    let lines = wait_lines(&r, "udp.log", 2 * n as usize, 20).await;
+    let (ocsf, ecs): (Vec<serde_json::Value>, Vec<serde_json::Value>) = lines
+        .iter()
+        .map(|line| {
+            assert_eq!(line.facility, "authpriv");
+            serde_json::from_str::<serde_json::Value>(&line.msg).unwrap()
+        })
+        .partition(|j| j.get("class_uid").is_some());
+    assert_eq!((ecs.len(), ocsf.len()), (n as usize, n as usize));
+    for ((j, o), e) in ecs.iter().zip(&ocsf).zip(&sent) {
         assert_eq!(j["event"]["id"], e.id.to_string());
         assert_eq!(j["intraport"]["route"], e.route.as_deref().unwrap());
         assert_eq!(j["message"], e.message.as_deref().unwrap());
+        // OCSF: the refused token as an Authentication event, strings intact.
+        assert_eq!(o["metadata"]["uid"], e.id.to_string());
+        assert_eq!((o["class_uid"].as_u64(), o["status_id"].as_u64()), (Some(3002), Some(2)));
+        assert_eq!(o["status_detail"], "expired");
+        assert_eq!(o["unmapped"]["route"], e.route.as_deref().unwrap());
+        assert_eq!(o["message"], e.message.as_deref().unwrap());
+        assert_eq!(o["src_endpoint"]["ip"], "192.0.2.7");
+        assert_eq!(o["user"]["uid"], "oid-1");
     }
     let stats = handle.shutdown().await;
     for s in &stats {
