@@ -120,8 +120,9 @@ pub enum QueueFull {
 pub enum Durability {
     /// Group commit: the events of up to 25 ms (or the commit interval, if shorter)
     /// are written together, and an `fsync` follows at most `commit_interval_ms` after
-    /// the sink took the first event not yet on disk (plus one batch's write), however
-    /// steadily events keep arriving.
+    /// the sink took the first event not yet on disk (plus one batch's write, or the
+    /// end of an fsync still running), however steadily events keep arriving. The
+    /// fsync runs beside the writes, so a slow disk delays no write.
     #[default]
     Group,
     /// Every batch is fsynced before `emit_durable` returns.

@@ -4,10 +4,14 @@
 //! (`spawn_blocking`) that formats and writes it, 32 KB at a time. In `sync` mode it
 //! fsyncs every batch before the acknowledgements go out. In group mode a batch gathers
 //! events for up to [`LINGER`], and an fsync follows at most `commit_interval` after
-//! the worker took the first event not yet on disk (plus one batch's write), however
-//! steadily events keep arriving: a power loss loses at most that window, a killed
-//! process the events still gathering. Rotation (by size at line boundaries, or by
-//! age) renames the file with a UTC timestamp and gzips it on a background thread.
+//! the worker took the first event not yet on disk (plus one batch's write, or the end
+//! of an fsync still running), however steadily events keep arriving: a power loss
+//! loses at most that window, a killed process the events still gathering. The fsync
+//! runs on its own blocking task while batches go on being written: an fsync can take
+//! seconds on a busy disk (ext4 commits every file's dirty data with its journal), and
+//! a killed process loses what it had not written, not what it had not fsynced.
+//! Rotation (by size at line boundaries, or by age) renames the file with a UTC
+//! timestamp and gzips it on a background thread; it waits for an fsync in flight.
 //!
 //! A failing disk: a write that fails part-way is cut back to the last whole line;
 //! after a failed fsync (whose lost pages the kernel marks clean, so that the next
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
 use crate::config::{Durability, FilePlan};
@@ -64,6 +69,17 @@ pub(crate) struct FileWriter {
     /// Lines counted as written and then cut off the file (a `sync`-mode batch whose
     /// fsync failed), for the worker to count as dropped instead.
     taken_back: u64,
+    /// An fsync runs without the lock ([`FileWriter::begin_sync`]): until it ends the
+    /// file is only appended to (no rotation, no cut-back), so that what it covers is
+    /// still the front of `unsynced`.
+    syncing: bool,
+}
+
+/// Where an fsync started: the file's size, and how much of `unsynced` it covers.
+pub(crate) struct SyncMark {
+    size: u64,
+    bytes: usize,
+    lines: u64,
 }
 
 /// The longest a file sink waits between fsync retries while they keep failing (the
@@ -122,6 +138,7 @@ impl FileWriter {
             regular: meta.is_file(),
             retry: plan.durability == Durability::Group,
             taken_back: 0,
+            syncing: false,
         })
     }
 
@@ -135,6 +152,7 @@ impl FileWriter {
             && self.opened.elapsed() >= max
             && self.size > 0
             && !self.rewrite
+            && !self.syncing
             && let Err(e) = self.rotate()
         {
             return (0, Err(e));
@@ -150,7 +168,11 @@ impl FileWriter {
         for &end in ends {
             let line = (end - chunk_end) as u64;
             let pending = (chunk_end - start) as u64;
-            if self.size + pending + line > limit && self.size + pending > 0 && !self.rewrite {
+            if self.size + pending + line > limit
+                && self.size + pending > 0
+                && !self.rewrite
+                && !self.syncing
+            {
                 if let Err(e) = self.append(&buf[start..chunk_end], lines) {
                     return (done, Err(e));
                 }
@@ -189,9 +211,21 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Fsyncs the file's data. After a failed fsync, first writes again what was not
-    /// fsynced, from where the last good fsync left the file.
+    /// Fsyncs the file's data, holding the writer. After a failed fsync, first writes
+    /// again what was not fsynced, from where the last good fsync left the file.
     fn sync(&mut self) -> io::Result<()> {
+        let mark = self.begin_sync()?;
+        let r = self.file.sync_data();
+        self.finish_sync(mark, r)
+    }
+
+    /// Readies an fsync of what the file holds now (after a failed one, first writing
+    /// again what it lost). The fsync itself may then run without the writer's lock,
+    /// on a clone of the file, while events go on being appended; [`finish_sync`]
+    /// (which must follow) takes its result.
+    ///
+    /// [`finish_sync`]: FileWriter::finish_sync
+    fn begin_sync(&mut self) -> io::Result<SyncMark> {
         if self.rewrite {
             self.file.set_len(self.synced)?;
             self.size = self.synced;
@@ -203,7 +237,20 @@ impl FileWriter {
             self.size += self.unsynced.len() as u64;
             self.rewrite = false;
         }
-        if let Err(e) = self.file.sync_data() {
+        self.syncing = true;
+        Ok(SyncMark {
+            size: self.size,
+            bytes: self.unsynced.len(),
+            lines: self.unsynced_lines,
+        })
+    }
+
+    /// Takes the result of the fsync [`FileWriter::begin_sync`] readied: what it covered
+    /// is on disk, or (group mode) to be written again before the next one, or
+    /// (`sync` mode) cut off.
+    fn finish_sync(&mut self, mark: SyncMark, r: io::Result<()>) -> io::Result<()> {
+        self.syncing = false;
+        if let Err(e) = r {
             if self.retry {
                 self.rewrite = self.regular;
             } else {
@@ -211,9 +258,9 @@ impl FileWriter {
             }
             return Err(e);
         }
-        self.synced = self.size;
-        self.unsynced.clear();
-        self.unsynced_lines = 0;
+        self.synced = mark.size;
+        self.unsynced.drain(..mark.bytes.min(self.unsynced.len()));
+        self.unsynced_lines = self.unsynced_lines.saturating_sub(mark.lines);
         Ok(())
     }
 
@@ -365,12 +412,17 @@ fn lock(w: &Mutex<FileWriter>) -> MutexGuard<'_, FileWriter> {
 pub(crate) enum Next {
     Batch,
     Commit,
+    /// The fsync in flight ended (the caller clears it).
+    Synced(io::Result<()>),
     Stop,
 }
 
-/// Waits for the next batch (if `take`), a commit deadline or shutdown. A deadline
-/// that has come goes before a waiting batch, so that steady traffic cannot put an
-/// fsync off.
+/// An fsync running on the blocking pool while the sink goes on writing.
+pub(crate) type Fsync = JoinHandle<io::Result<()>>;
+
+/// Waits for the next batch (if `take`), a commit deadline, the end of the fsync in
+/// flight or shutdown. A deadline that has come goes before a waiting batch, so that
+/// steady traffic cannot put an fsync off.
 pub(crate) async fn next(
     rx: &mut mpsc::Receiver<Item>,
     items: &mut Vec<Item>,
@@ -378,6 +430,7 @@ pub(crate) async fn next(
     stopping: &mut bool,
     deadline: Option<tokio::time::Instant>,
     take: bool,
+    fsync: &mut Option<Fsync>,
 ) -> Next {
     if *stopping {
         return if rx.recv_many(items, BATCH).await == 0 {
@@ -401,7 +454,30 @@ pub(crate) async fn next(
                 None => std::future::pending().await,
             }
         } => Next::Commit,
+        r = async {
+            match fsync.as_mut() {
+                Some(f) => f.await.unwrap_or_else(|e| Err(io::Error::other(format!("fsync task failed: {e}")))),
+                None => std::future::pending().await,
+            }
+        } => Next::Synced(r),
         n = rx.recv_many(items, BATCH), if take => if n == 0 { Next::Stop } else { Next::Batch },
+    }
+}
+
+/// [`next`] for a sink with no commit deadline and no fsync: whether a batch came
+/// (else the sink stops).
+pub(crate) async fn next_batch(
+    rx: &mut mpsc::Receiver<Item>,
+    items: &mut Vec<Item>,
+    stop: &mut watch::Receiver<bool>,
+    stopping: &mut bool,
+) -> bool {
+    loop {
+        match next(rx, items, stop, stopping, None, true, &mut None).await {
+            Next::Batch => return true,
+            Next::Stop => return false,
+            Next::Commit | Next::Synced(_) => {}
+        }
     }
 }
 
@@ -458,15 +534,15 @@ async fn linger(
 const CHUNK: usize = 32 << 10;
 
 /// Formats `items` into `buf` and writes them, a chunk at a time, then fsyncs if
-/// `sync_by` has come by then. Returns how many events were written (handed to the OS),
-/// whether they were fsynced (`None`: not due yet), and the first error.
+/// `sync` (`sync` mode). Returns how many events were written (handed to the OS),
+/// whether they were fsynced (`None`: not asked), and the first error.
 fn write_batch(
     writer: &Mutex<FileWriter>,
     format: Format,
     items: &[Item],
     buf: &mut Vec<u8>,
     ends: &mut Vec<usize>,
-    sync_by: std::time::Instant,
+    sync: bool,
 ) -> (u64, Option<bool>, io::Result<()>) {
     let mut w = lock(writer);
     let mut written = 0;
@@ -491,7 +567,7 @@ fn write_batch(
             return (written, None, Err(e));
         }
     }
-    if std::time::Instant::now() < sync_by {
+    if !sync {
         return (written, None, Ok(()));
     }
     match w.sync() {
@@ -500,20 +576,34 @@ fn write_batch(
     }
 }
 
-/// Fsyncs the file on the blocking pool and counts the fsync, or the error.
-async fn sync_file(writer: &Arc<Mutex<FileWriter>>, counters: &Counters, path: &Path) -> bool {
+/// Starts an fsync of what the file holds on the blocking pool. It holds the writer
+/// only to begin and to end: batches go on being written meanwhile.
+fn start_fsync(writer: &Arc<Mutex<FileWriter>>) -> Fsync {
     let w = writer.clone();
-    let synced = matches!(
-        tokio::task::spawn_blocking(move || lock(&w).sync()).await,
-        Ok(Ok(()))
-    );
-    if synced {
-        Counters::add(&counters.syncs, 1);
-    } else {
-        Counters::add(&counters.errors, 1);
-        tracing::error!(file = %path.display(), "audit file fsync failed");
+    tokio::task::spawn_blocking(move || {
+        let (mark, file) = {
+            let mut g = lock(&w);
+            let mark = g.begin_sync()?;
+            (mark, g.file.try_clone())
+        };
+        let r = file.and_then(|f| f.sync_data());
+        lock(&w).finish_sync(mark, r)
+    })
+}
+
+/// Counts an fsync's result, and logs a failure.
+fn count_sync(r: &io::Result<()>, counters: &Counters, path: &Path) -> bool {
+    match r {
+        Ok(()) => {
+            Counters::add(&counters.syncs, 1);
+            true
+        }
+        Err(e) => {
+            Counters::add(&counters.errors, 1);
+            tracing::error!(file = %path.display(), error = %e, "audit file fsync failed");
+            false
+        }
     }
-    synced
 }
 
 /// Counts `lines` counted as written as dropped instead: they were cut off the file, or
@@ -534,10 +624,16 @@ pub(crate) async fn run_file(
     mut stop: watch::Receiver<bool>,
 ) {
     let writer = Arc::new(Mutex::new(writer));
+    let group = plan.durability == Durability::Group;
     let mut items = Vec::with_capacity(BATCH);
     let mut buf = Vec::with_capacity(1 << 16);
     let mut ends = Vec::with_capacity(BATCH);
+    // When what is written and not yet in an fsync must be on disk (group mode).
     let mut deadline: Option<tokio::time::Instant> = None;
+    // The fsync in flight, and whether the deadline of what was written during it has
+    // come (another fsync follows at once).
+    let mut fsync: Option<Fsync> = None;
+    let mut resync = false;
     let mut stopping = false;
     // Failed fsyncs in a row: each retry rewrites what was not fsynced (up to
     // `UNSYNCED_MAX`), so a disk that keeps failing is tried less and less often.
@@ -560,29 +656,36 @@ pub(crate) async fn run_file(
             &mut stopping,
             deadline,
             take,
+            &mut fsync,
         )
         .await
         {
             Next::Stop => break,
             Next::Commit => {
-                // A failed fsync is tried again later (or with the next batch).
-                deadline = if sync_file(&writer, &counters, &plan.path).await {
+                deadline = None;
+                match fsync {
+                    Some(_) => resync = true,
+                    None => fsync = Some(start_fsync(&writer)),
+                }
+            }
+            Next::Synced(r) => {
+                fsync = None;
+                if count_sync(&r, &counters, &plan.path) {
                     failures = 0;
-                    None
+                    if std::mem::take(&mut resync) {
+                        fsync = Some(start_fsync(&writer));
+                    }
                 } else {
-                    Some(retry(&mut failures))
-                };
+                    // Tried again later, with what it lost written again first (and
+                    // whatever was written since).
+                    (deadline, resync) = (Some(retry(&mut failures)), false);
+                }
             }
             Next::Batch => {
-                let group = plan.durability == Durability::Group;
                 // When this batch's events must be on disk: the pending deadline, or a
                 // commit interval from now. `sync` mode: at once.
                 let now = tokio::time::Instant::now();
-                let due = match (group, deadline) {
-                    (false, _) => now,
-                    (true, Some(d)) => d,
-                    (true, None) => now + plan.commit_interval,
-                };
+                let due = deadline.unwrap_or(now + plan.commit_interval);
                 if group && !stopping {
                     // Group commit: gather what arrives within a moment into one write,
                     // and no later than the fsync deadline.
@@ -602,11 +705,8 @@ pub(crate) async fn run_file(
                     std::mem::take(&mut buf),
                     std::mem::take(&mut ends),
                 );
-                // The deadline is also checked after the write, so that under load the
-                // fsync goes with the batch rather than in a hand-off of its own.
-                let sync_by = due.into_std();
                 let r = tokio::task::spawn_blocking(move || {
-                    let r = write_batch(&w, format, &batch, &mut b, &mut e, sync_by);
+                    let r = write_batch(&w, format, &batch, &mut b, &mut e, !group);
                     (batch, b, e, r)
                 })
                 .await;
@@ -626,13 +726,10 @@ pub(crate) async fn run_file(
                 // responses refused).
                 uncount(&counters, lock(&writer).take_back());
                 match synced {
-                    Some(true) => {
-                        Counters::add(&counters.syncs, 1);
-                        (deadline, failures) = (None, 0);
-                    }
-                    Some(false) if group => deadline = Some(retry(&mut failures)),
+                    Some(true) => Counters::add(&counters.syncs, 1),
+                    // Counted with the result's error below.
                     Some(false) => {}
-                    None if written > 0 => deadline = Some(due),
+                    None if written > 0 && !resync => deadline = Some(due),
                     None => {}
                 }
                 if let Err(e) = &result {
@@ -646,7 +743,17 @@ pub(crate) async fn run_file(
             }
         }
     }
-    if !sync_file(&writer, &counters, &plan.path).await {
+    if let Some(f) = fsync.take() {
+        let r = f
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("fsync task failed: {e}"))));
+        count_sync(&r, &counters, &plan.path);
+    }
+    let w = writer.clone();
+    let last = tokio::task::spawn_blocking(move || lock(&w).sync())
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("fsync task failed: {e}"))));
+    if !count_sync(&last, &counters, &plan.path) {
         // Written, but the fsyncs failed until the end: counted as dropped, since they
         // may not be on disk.
         let lost = lock(&writer).unsynced_lines;
@@ -666,41 +773,36 @@ pub(crate) async fn run_stdout(
     let mut items = Vec::with_capacity(BATCH);
     let mut buf = Vec::with_capacity(1 << 16);
     let mut stopping = false;
-    loop {
-        match next(&mut rx, &mut items, &mut stop, &mut stopping, None, true).await {
-            Next::Stop => break,
-            Next::Commit => {}
-            Next::Batch => {
-                buf.clear();
-                let n = items.len() as u64;
-                let mut acks = Vec::new();
-                for it in items.drain(..) {
-                    write_event(format, &it.event, &mut buf);
-                    buf.push(b'\n');
-                    acks.extend(it.ack);
-                }
-                let r = async {
-                    out.write_all(&buf).await?;
-                    out.flush().await
-                }
-                .await;
-                match r {
-                    Ok(()) => Counters::add(&counters.written, n),
-                    Err(_) => {
-                        Counters::add(&counters.errors, 1);
-                        Counters::add(&counters.dropped, n);
-                    }
-                }
-                for a in acks {
-                    let _ = a.send(Ok(()));
-                }
+    while next_batch(&mut rx, &mut items, &mut stop, &mut stopping).await {
+        buf.clear();
+        let n = items.len() as u64;
+        let mut acks = Vec::new();
+        for it in items.drain(..) {
+            write_event(format, &it.event, &mut buf);
+            buf.push(b'\n');
+            acks.extend(it.ack);
+        }
+        let r = async {
+            out.write_all(&buf).await?;
+            out.flush().await
+        }
+        .await;
+        match r {
+            Ok(()) => Counters::add(&counters.written, n),
+            Err(_) => {
+                Counters::add(&counters.errors, 1);
+                Counters::add(&counters.dropped, n);
             }
+        }
+        for a in acks {
+            let _ = a.send(Ok(()));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::{Action, Event, Outcome};
 
@@ -709,6 +811,47 @@ mod tests {
             event: Arc::new(Event::new(Action::Reload, Outcome::Success)),
             ack: None,
         }
+    }
+
+    fn writer(dir: &Path, rotate_size: Option<u64>) -> FileWriter {
+        FileWriter::open(&FilePlan {
+            path: dir.join("audit.jsonl"),
+            format: Format::Ecs,
+            durability: Durability::Group,
+            commit_interval: Duration::from_millis(100),
+            rotate_size,
+            rotate_interval: None,
+            compress: false,
+            keep: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn what_is_written_during_an_fsync_is_kept_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), Some(8));
+        assert_eq!(w.write_lines(b"a\nb\n", &[2, 4]).0, 2);
+        let mark = w.begin_sync().unwrap();
+        // Appends go on while the fsync runs, and no rotation (over 8 bytes) cuts in.
+        assert_eq!(w.write_lines(b"cc\ndd\n", &[3, 6]).0, 2);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        w.finish_sync(mark, Ok(())).unwrap();
+        assert_eq!(
+            (w.synced, w.unsynced.as_slice(), w.unsynced_lines),
+            (4, &b"cc\ndd\n"[..], 2)
+        );
+        // A failed fsync has everything since the last good one written again first.
+        let mark = w.begin_sync().unwrap();
+        assert_eq!(w.write_lines(b"e\n", &[2]).0, 1);
+        assert!(w.finish_sync(mark, Err(io::Error::other("lost"))).is_err());
+        assert!(w.rewrite && w.unsynced_lines == 3);
+        w.sync().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("audit.jsonl")).unwrap(),
+            b"a\nb\ncc\ndd\ne\n"
+        );
+        assert_eq!((w.synced, w.unsynced.len()), (12, 0));
     }
 
     // Under paused time the clock moves only when every task waits: a batch that

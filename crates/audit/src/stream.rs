@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::config::StreamPlan;
-use crate::file::{BATCH, Next, next};
+use crate::file::{BATCH, next_batch};
 use crate::format::{Format, SyslogHeader, write_syslog};
 use crate::pipeline::{Counters, Item};
 use crate::spool::Spool;
@@ -51,34 +51,28 @@ pub(crate) async fn run_udp(
     let mut items = Vec::with_capacity(BATCH);
     let mut buf = Vec::with_capacity(2048);
     let mut stopping = false;
-    loop {
-        match next(&mut rx, &mut items, &mut stop, &mut stopping, None, true).await {
-            Next::Stop => break,
-            Next::Commit => {}
-            Next::Batch => {
-                for it in items.drain(..) {
-                    if socket.is_none() {
-                        socket = udp_socket(&address).await.ok();
-                    }
-                    let Some((s, to)) = &socket else {
-                        Counters::add(&counters.errors, 1);
-                        Counters::add(&counters.dropped, 1);
-                        continue;
-                    };
-                    buf.clear();
-                    write_syslog(&header, format, &it.event, &mut buf);
-                    match s.send_to(&buf, *to).await {
-                        Ok(_) => Counters::add(&counters.written, 1),
-                        Err(_) => {
-                            Counters::add(&counters.errors, 1);
-                            Counters::add(&counters.dropped, 1);
-                            socket = None;
-                        }
-                    }
-                    if let Some(a) = it.ack {
-                        let _ = a.send(Ok(()));
-                    }
+    while next_batch(&mut rx, &mut items, &mut stop, &mut stopping).await {
+        for it in items.drain(..) {
+            if socket.is_none() {
+                socket = udp_socket(&address).await.ok();
+            }
+            let Some((s, to)) = &socket else {
+                Counters::add(&counters.errors, 1);
+                Counters::add(&counters.dropped, 1);
+                continue;
+            };
+            buf.clear();
+            write_syslog(&header, format, &it.event, &mut buf);
+            match s.send_to(&buf, *to).await {
+                Ok(_) => Counters::add(&counters.written, 1),
+                Err(_) => {
+                    Counters::add(&counters.errors, 1);
+                    Counters::add(&counters.dropped, 1);
+                    socket = None;
                 }
+            }
+            if let Some(a) = it.ack {
+                let _ = a.send(Ok(()));
             }
         }
     }

@@ -461,7 +461,10 @@ async fn rsyslog_receives_cef_rfc5424_ecs_and_ocsf_over_tcp_tls_udp() {
         assert_eq!(j["message"], e.message.as_deref().unwrap());
         // OCSF: the refused token as an Authentication event, strings intact.
         assert_eq!(o["metadata"]["uid"], e.id.to_string());
-        assert_eq!((o["class_uid"].as_u64(), o["status_id"].as_u64()), (Some(3002), Some(2)));
+        assert_eq!(
+            (o["class_uid"].as_u64(), o["status_id"].as_u64()),
+            (Some(3002), Some(2))
+        );
         assert_eq!(o["status_detail"], "expired");
         assert_eq!(o["unmapped"]["route"], e.route.as_deref().unwrap());
         assert_eq!(o["message"], e.message.as_deref().unwrap());
