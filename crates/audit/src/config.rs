@@ -122,7 +122,8 @@ pub enum Durability {
     /// are written together, and an `fsync` follows at most `commit_interval_ms` after
     /// the sink took the first event not yet on disk (plus one batch's write, or the
     /// end of an fsync still running), however steadily events keep arriving. The
-    /// fsync runs beside the writes, so a slow disk delays no write.
+    /// fsync runs beside the writes, so a slow disk delays no write (but a rotation's,
+    /// and none past 32 MiB not yet fsynced).
     #[default]
     Group,
     /// Every batch is fsynced before `emit_durable` returns.
@@ -189,7 +190,8 @@ pub struct FileSinkConfig {
     /// Group commit interval in milliseconds (default 100, 1..=10000).
     #[serde(default = "default_commit_ms")]
     pub commit_interval_ms: u64,
-    /// Rotate when the file would grow past this many bytes.
+    /// Rotate when the file would grow past this many bytes (it may pass them by what
+    /// is written while an fsync runs, or while fsyncs fail).
     pub rotate_size_bytes: Option<u64>,
     /// Rotate when the file is this old (`"1h"`, `"1d"`).
     pub rotate_interval: Option<String>,

@@ -6,12 +6,14 @@
 //! events for up to [`LINGER`], and an fsync follows at most `commit_interval` after
 //! the worker took the first event not yet on disk (plus one batch's write, or the end
 //! of an fsync still running), however steadily events keep arriving: a power loss
-//! loses at most that window, a killed process the events still gathering. The fsync
-//! runs on its own blocking task while batches go on being written: an fsync can take
-//! seconds on a busy disk (ext4 commits every file's dirty data with its journal), and
-//! a killed process loses what it had not written, not what it had not fsynced.
-//! Rotation (by size at line boundaries, or by age) renames the file with a UTC
-//! timestamp and gzips it on a background thread; it waits for an fsync in flight.
+//! loses at most that window and the fsync's own time, a killed process the events
+//! still gathering. The fsync runs on its own blocking task while batches go on being
+//! written: an fsync can take seconds on a busy disk (ext4 commits every file's dirty
+//! data with its journal), and a killed process loses what it had not written, not
+//! what it had not fsynced. Rotation (by size at line boundaries, or by age) renames
+//! the file with a UTC timestamp and gzips it on a background thread. It is put off
+//! while an fsync runs (the file may pass its size by what is written meanwhile), and
+//! its own fsync holds the writes.
 //!
 //! A failing disk: a write that fails part-way is cut back to the last whole line;
 //! after a failed fsync (whose lost pages the kernel marks clean, so that the next
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::sleep_until;
 
 use crate::config::{Durability, FilePlan};
@@ -70,10 +72,16 @@ pub(crate) struct FileWriter {
     /// fsync failed), for the worker to count as dropped instead.
     taken_back: u64,
     /// An fsync runs without the lock ([`FileWriter::begin_sync`]): until it ends the
-    /// file is only appended to (no rotation, no cut-back), so that what it covers is
-    /// still the front of `unsynced`.
+    /// file is only appended to (no rotation, no cut-back below where the fsync
+    /// began), so that what it covers is still the front of `unsynced`.
     syncing: bool,
+    /// How the file's data is fsynced: `File::sync_data`, or a test's stand-in (a disk
+    /// whose fsync takes as long as the test wants).
+    fsync: Fsyncer,
 }
+
+/// Fsyncs a file's data.
+pub(crate) type Fsyncer = Arc<dyn Fn(&File) -> io::Result<()> + Send + Sync>;
 
 /// Where an fsync started: the file's size, and how much of `unsynced` it covers.
 pub(crate) struct SyncMark {
@@ -87,9 +95,9 @@ pub(crate) struct SyncMark {
 /// is longer).
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// The most a file sink keeps of what it could not fsync. Past it, the sink takes no
-/// more events until an fsync succeeds: the queue fills, and its `queue_full` policy
-/// (block or drop, counted) applies.
+/// The most a file sink keeps of what it has not fsynced (fsyncs fail, or one is very
+/// slow). Past it, the sink takes no more events until an fsync succeeds: the queue
+/// fills, and its `queue_full` policy (block or drop, counted) applies.
 const UNSYNCED_MAX: usize = 32 << 20;
 
 fn io_err(path: &Path, source: io::Error) -> Error {
@@ -139,6 +147,7 @@ impl FileWriter {
             retry: plan.durability == Durability::Group,
             taken_back: 0,
             syncing: false,
+            fsync: Arc::new(File::sync_data),
         })
     }
 
@@ -215,7 +224,7 @@ impl FileWriter {
     /// again what was not fsynced, from where the last good fsync left the file.
     fn sync(&mut self) -> io::Result<()> {
         let mark = self.begin_sync()?;
-        let r = self.file.sync_data();
+        let r = (self.fsync)(&self.file);
         self.finish_sync(mark, r)
     }
 
@@ -226,6 +235,7 @@ impl FileWriter {
     ///
     /// [`finish_sync`]: FileWriter::finish_sync
     fn begin_sync(&mut self) -> io::Result<SyncMark> {
+        debug_assert!(!self.syncing, "one fsync at a time");
         if self.rewrite {
             self.file.set_len(self.synced)?;
             self.size = self.synced;
@@ -258,10 +268,22 @@ impl FileWriter {
             }
             return Err(e);
         }
+        // Since `begin_sync` the file was only appended to: the mark is still the
+        // front of what is kept.
+        debug_assert!(mark.size >= self.synced && mark.bytes <= self.unsynced.len());
         self.synced = mark.size;
         self.unsynced.drain(..mark.bytes.min(self.unsynced.len()));
         self.unsynced_lines = self.unsynced_lines.saturating_sub(mark.lines);
         Ok(())
+    }
+
+    /// The fsync task ended without a result (it panicked): the fsync counts as
+    /// failed.
+    fn abandon_sync(&mut self) {
+        if self.syncing {
+            self.syncing = false;
+            self.rewrite = self.retry && self.regular;
+        }
     }
 
     /// Cuts the file back to its last good fsync (best effort: the events are counted
@@ -280,9 +302,10 @@ impl FileWriter {
         std::mem::take(&mut self.taken_back)
     }
 
-    /// Whether fsyncs fail and the sink keeps as much as it may of what they lost.
+    /// Whether the sink keeps as much as it may of what is not fsynced yet (fsyncs
+    /// fail, or one is very slow).
     fn backlogged(&self) -> bool {
-        self.rewrite && self.unsynced.len() >= UNSYNCED_MAX
+        self.unsynced.len() >= UNSYNCED_MAX
     }
 
     /// Renames the current file to `NAME.<UTC timestamp>`, opens a fresh one and
@@ -413,7 +436,7 @@ pub(crate) enum Next {
     Batch,
     Commit,
     /// The fsync in flight ended (the caller clears it).
-    Synced(io::Result<()>),
+    Synced(Result<io::Result<()>, JoinError>),
     Stop,
 }
 
@@ -456,7 +479,7 @@ pub(crate) async fn next(
         } => Next::Commit,
         r = async {
             match fsync.as_mut() {
-                Some(f) => f.await.unwrap_or_else(|e| Err(io::Error::other(format!("fsync task failed: {e}")))),
+                Some(f) => f.await,
                 None => std::future::pending().await,
             }
         } => Next::Synced(r),
@@ -534,8 +557,9 @@ async fn linger(
 const CHUNK: usize = 32 << 10;
 
 /// Formats `items` into `buf` and writes them, a chunk at a time, then fsyncs if
-/// `sync` (`sync` mode). Returns how many events were written (handed to the OS),
-/// whether they were fsynced (`None`: not asked), and the first error.
+/// `sync` (`sync` mode, where a batch that fails is cut off the file). Returns how many
+/// events were written (handed to the OS), whether they were fsynced (`None`: not
+/// asked, or the write failed), and the first error.
 fn write_batch(
     writer: &Mutex<FileWriter>,
     format: Format,
@@ -564,6 +588,11 @@ fn write_batch(
         let (lines, r) = w.write_lines(buf, ends);
         written += lines as u64;
         if let Err(e) = r {
+            if sync {
+                // The batch's responses are refused: what of it reached the file (not
+                // yet fsynced) is cut off, not left to reach the disk with the next.
+                w.drop_unsynced();
+            }
             return (written, None, Err(e));
         }
     }
@@ -581,13 +610,28 @@ fn write_batch(
 fn start_fsync(writer: &Arc<Mutex<FileWriter>>) -> Fsync {
     let w = writer.clone();
     tokio::task::spawn_blocking(move || {
-        let (mark, file) = {
+        let (mark, file, fsync) = {
             let mut g = lock(&w);
             let mark = g.begin_sync()?;
-            (mark, g.file.try_clone())
+            match g.file.try_clone() {
+                Ok(f) => (mark, f, g.fsync.clone()),
+                Err(_) => {
+                    // No descriptor to spare: this once, under the lock.
+                    let r = (g.fsync)(&g.file);
+                    return g.finish_sync(mark, r);
+                }
+            }
         };
-        let r = file.and_then(|f| f.sync_data());
+        let r = fsync(&file);
         lock(&w).finish_sync(mark, r)
+    })
+}
+
+/// The result of an fsync task; one that ended without one (it panicked) failed.
+fn joined(r: Result<io::Result<()>, JoinError>, writer: &Mutex<FileWriter>) -> io::Result<()> {
+    r.unwrap_or_else(|e| {
+        lock(writer).abandon_sync();
+        Err(io::Error::other(format!("fsync task failed: {e}")))
     })
 }
 
@@ -670,7 +714,7 @@ pub(crate) async fn run_file(
             }
             Next::Synced(r) => {
                 fsync = None;
-                if count_sync(&r, &counters, &plan.path) {
+                if count_sync(&joined(r, &writer), &counters, &plan.path) {
                     failures = 0;
                     if std::mem::take(&mut resync) {
                         fsync = Some(start_fsync(&writer));
@@ -729,7 +773,7 @@ pub(crate) async fn run_file(
                     Some(true) => Counters::add(&counters.syncs, 1),
                     // Counted with the result's error below.
                     Some(false) => {}
-                    None if written > 0 && !resync => deadline = Some(due),
+                    None if group && written > 0 && !resync => deadline = Some(due),
                     None => {}
                 }
                 if let Err(e) = &result {
@@ -744,19 +788,20 @@ pub(crate) async fn run_file(
         }
     }
     if let Some(f) = fsync.take() {
-        let r = f
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(format!("fsync task failed: {e}"))));
-        count_sync(&r, &counters, &plan.path);
+        count_sync(&joined(f.await, &writer), &counters, &plan.path);
     }
     let w = writer.clone();
-    let last = tokio::task::spawn_blocking(move || lock(&w).sync())
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("fsync task failed: {e}"))));
+    let last = joined(
+        tokio::task::spawn_blocking(move || lock(&w).sync()).await,
+        &writer,
+    );
     if !count_sync(&last, &counters, &plan.path) {
         // Written, but the fsyncs failed until the end: counted as dropped, since they
-        // may not be on disk.
-        let lost = lock(&writer).unsynced_lines;
+        // may not be on disk (group mode keeps them, `sync` mode cut them off).
+        let lost = {
+            let mut w = lock(&writer);
+            w.take_back() + w.unsynced_lines
+        };
         uncount(&counters, lost);
         tracing::error!(file = %plan.path.display(), events = lost, "audit events written but never fsynced: they may be lost");
     }
@@ -837,6 +882,7 @@ mod tests {
         assert_eq!(w.write_lines(b"cc\ndd\n", &[3, 6]).0, 2);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         w.finish_sync(mark, Ok(())).unwrap();
+        assert!(!w.syncing, "rotation stays off after the fsync");
         assert_eq!(
             (w.synced, w.unsynced.as_slice(), w.unsynced_lines),
             (4, &b"cc\ndd\n"[..], 2)
@@ -852,6 +898,82 @@ mod tests {
             b"a\nb\ncc\ndd\ne\n"
         );
         assert_eq!((w.synced, w.unsynced.len()), (12, 0));
+    }
+
+    /// Polls `cond` every 5 ms for up to 10 s.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A slow fsync holds no write: while one is held, events go on reaching the file;
+    /// one fsync runs at a time; the deadline of what was written meanwhile starts the
+    /// next as soon as it ends; shutdown waits for it and fsyncs the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_fsync_holds_no_write() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), None);
+        // The disk's fsync, held until the test releases it (or stops holding).
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let (running, most, done) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (r, m, d) = (running.clone(), most.clone(), done.clone());
+        w.fsync = Arc::new(move |f: &File| {
+            m.fetch_max(r.fetch_add(1, SeqCst) + 1, SeqCst);
+            let _ = held.lock().unwrap().recv();
+            r.fetch_sub(1, SeqCst);
+            d.fetch_add(1, SeqCst);
+            f.sync_data()
+        });
+        let plan = FilePlan {
+            path: dir.path().join("audit.jsonl"),
+            format: Format::Ecs,
+            durability: Durability::Group,
+            commit_interval: Duration::from_millis(20),
+            rotate_size: None,
+            rotate_interval: None,
+            compress: false,
+            keep: None,
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let counters = Arc::new(Counters::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(run_file(plan, w, rx, counters.clone(), stop));
+        let lines = || {
+            std::fs::read_to_string(dir.path().join("audit.jsonl"))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        for _ in 0..10 {
+            tx.send(item()).await.unwrap();
+        }
+        until("an fsync held", || running.load(SeqCst) == 1).await;
+        for _ in 0..10 {
+            tx.send(item()).await.unwrap();
+        }
+        until("events written during the fsync", || lines() == 20).await;
+        assert_eq!(running.load(SeqCst), 1, "the fsync is still held");
+        release.send(()).unwrap();
+        until("the next fsync, at once", || {
+            done.load(SeqCst) == 1 && running.load(SeqCst) == 1
+        })
+        .await;
+        drop(release);
+        let _ = stop_tx.send(true);
+        task.await.unwrap();
+        assert_eq!(most.load(SeqCst), 1, "two fsyncs at once");
+        assert_eq!(counters.written.load(SeqCst), 20);
+        assert!(counters.syncs.load(SeqCst) >= 3);
+        assert_eq!(counters.errors.load(SeqCst), 0);
     }
 
     // Under paused time the clock moves only when every task waits: a batch that

@@ -46,7 +46,8 @@ struct Run {
 }
 
 /// Serve with an audit file sink of `durability`, load it from six clients, send
-/// `signal` after `load`, and read back the file once the process is gone.
+/// `signal` after `load` (and at least 50 answers), and read back the file once the
+/// process is gone.
 fn crash(durability: &str, commit_ms: u64, load: Duration, signal: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
@@ -90,6 +91,11 @@ fn crash(durability: &str, commit_ms: u64, load: Duration, signal: &str) -> Run 
         })
         .collect();
     std::thread::sleep(load);
+    // A busy disk makes `sync` mode slow: load on until enough requests were answered
+    // for the run to say something.
+    wait_for("50 answered requests", Duration::from_secs(30), || {
+        answered.lock().unwrap().len() >= 50
+    });
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &gw.0.id().to_string()])
         .status()
