@@ -850,6 +850,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::{Action, Event, Outcome};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
     fn item() -> Item {
         Item {
@@ -912,20 +913,25 @@ mod tests {
     /// A slow fsync holds no write: while one is held, events go on reaching the file;
     /// one fsync runs at a time; the deadline of what was written meanwhile starts the
     /// next as soon as it ends; shutdown waits for it and fsyncs the rest.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slow_fsync_holds_no_write() {
-        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path(), None);
-        // The disk's fsync, held until the test releases it (or stops holding).
+    /// A disk whose fsync is held until the test releases it (or drops `release`):
+    /// fsyncs running now, the most at once, and those done.
+    struct HeldFsync {
+        release: std::sync::mpsc::Sender<()>,
+        running: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        done: Arc<AtomicUsize>,
+    }
+
+    fn hold_fsync(w: &mut FileWriter) -> HeldFsync {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let held = Mutex::new(held);
-        let (running, most, done) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let (r, m, d) = (running.clone(), most.clone(), done.clone());
+        let h = HeldFsync {
+            release,
+            running: Arc::default(),
+            most: Arc::default(),
+            done: Arc::default(),
+        };
+        let (r, m, d) = (h.running.clone(), h.most.clone(), h.done.clone());
         w.fsync = Arc::new(move |f: &File| {
             m.fetch_max(r.fetch_add(1, SeqCst) + 1, SeqCst);
             let _ = held.lock().unwrap().recv();
@@ -933,8 +939,23 @@ mod tests {
             d.fetch_add(1, SeqCst);
             f.sync_data()
         });
+        h
+    }
+
+    /// A group-commit sink in `dir` on a held disk, with a commit interval of 20 ms.
+    fn held_sink(
+        dir: &Path,
+    ) -> (
+        HeldFsync,
+        mpsc::Sender<Item>,
+        Arc<Counters>,
+        watch::Sender<bool>,
+        JoinHandle<()>,
+    ) {
+        let mut w = writer(dir, None);
+        let held = hold_fsync(&mut w);
         let plan = FilePlan {
-            path: dir.path().join("audit.jsonl"),
+            path: dir.join("audit.jsonl"),
             format: Format::Ecs,
             durability: Durability::Group,
             commit_interval: Duration::from_millis(20),
@@ -947,6 +968,19 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(run_file(plan, w, rx, counters.clone(), stop));
+        (held, tx, counters, stop_tx, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_fsync_holds_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, tx, counters, stop_tx, task) = held_sink(dir.path());
+        let HeldFsync {
+            release,
+            running,
+            most,
+            done,
+        } = held;
         let lines = || {
             std::fs::read_to_string(dir.path().join("audit.jsonl"))
                 .unwrap()
@@ -974,6 +1008,45 @@ mod tests {
         assert_eq!(counters.written.load(SeqCst), 20);
         assert!(counters.syncs.load(SeqCst) >= 3);
         assert_eq!(counters.errors.load(SeqCst), 0);
+    }
+
+    /// An fsync that does not end holds the sink at its bound: past 32 MiB not yet
+    /// fsynced it takes no more events (the queue fills, and its policy applies), and
+    /// once the fsync ends everything is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_fsync_holds_the_queue_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, tx, counters, stop_tx, task) = held_sink(dir.path());
+        let big = || {
+            let mut e = Event::new(Action::Reload, Outcome::Success);
+            e.message = Some("x".repeat(1000).into());
+            Item {
+                event: Arc::new(e),
+                ack: None,
+            }
+        };
+        // Events until the queue stays full for half a second.
+        let mut sent = 0u64;
+        while tokio::time::timeout(Duration::from_millis(500), tx.send(big()))
+            .await
+            .is_ok()
+        {
+            sent += 1;
+            assert!(sent < 200_000, "never held");
+        }
+        let size = std::fs::metadata(dir.path().join("audit.jsonl"))
+            .unwrap()
+            .len();
+        assert!(
+            (UNSYNCED_MAX as u64..UNSYNCED_MAX as u64 + (8 << 20)).contains(&size),
+            "{size} bytes written while the fsync is held"
+        );
+        assert_eq!(held.running.load(SeqCst), 1);
+        drop(held.release);
+        let _ = stop_tx.send(true);
+        task.await.unwrap();
+        assert_eq!(counters.written.load(SeqCst), sent);
+        assert_eq!(counters.dropped.load(SeqCst), 0);
     }
 
     // Under paused time the clock moves only when every task waits: a batch that
