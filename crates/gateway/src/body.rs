@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use intraport_limits::AbuseStats;
 use tokio::time::{Instant, Sleep};
 
 use crate::tcp::Activity;
@@ -54,6 +55,11 @@ pub struct GuardedBody {
     /// The connection's activity, told of each piece passed on: an upload that goes
     /// on after an early answer holds off the next request head's timeout.
     progress: Option<Arc<Activity>>,
+    /// Where a cut is counted (`body_too_large`, `body_timeouts`): here, because after
+    /// an early answer the cut reaches only the upstream client, not the proxy.
+    stats: Option<Arc<AbuseStats>>,
+    /// Cut already: a body is cut (and counted) once.
+    cut: bool,
 }
 
 impl GuardedBody {
@@ -72,7 +78,28 @@ impl GuardedBody {
             sleep: Box::pin(tokio::time::sleep(timeout)),
             count,
             progress: None,
+            stats: None,
+            cut: false,
         }
+    }
+
+    /// Counts a cut in `stats`.
+    pub(crate) fn counting_in(mut self, stats: Arc<AbuseStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Cuts the body for `limit`, counting it once.
+    fn cut(&mut self, limit: BodyLimit) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !std::mem::replace(&mut self.cut, true)
+            && let Some(s) = &self.stats
+        {
+            AbuseStats::bump(match limit {
+                BodyLimit::TooLarge => &s.body_too_large,
+                BodyLimit::Timeout => &s.body_timeouts,
+            });
+        }
+        Poll::Ready(Some(Err(Box::new(limit))))
     }
 
     /// Tells `clock` of each piece passed on.
@@ -98,7 +125,7 @@ impl Body for GuardedBody {
                 if let Some(data) = frame.data_ref() {
                     let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
                     if n > this.remaining {
-                        return Poll::Ready(Some(Err(Box::new(BodyLimit::TooLarge))));
+                        return this.cut(BodyLimit::TooLarge);
                     }
                     this.remaining -= n;
                     if let Some(c) = &this.count {
@@ -116,7 +143,7 @@ impl Body for GuardedBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(BodyLimit::Timeout))));
+                    return this.cut(BodyLimit::Timeout);
                 }
                 Poll::Pending
             }

@@ -1008,7 +1008,8 @@ async fn proxy(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let mut body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone());
+    let mut body = GuardedBody::new(body, max_body, limits.body_timeout, trace.bytes_in.clone())
+        .counting_in(stats.clone());
     if !body.is_end_stream() {
         body = body.reporting_to(ctx.clock.clone());
     }
@@ -1080,14 +1081,9 @@ async fn proxy(
         Ok(Err(e)) => {
             upstream_result("error");
             match BodyLimit::find(&e) {
-                Some(BodyLimit::TooLarge) => {
-                    AbuseStats::bump(&stats.body_too_large);
-                    return Err(refuse(Reject::BodyTooLarge(max_body)));
-                }
-                Some(BodyLimit::Timeout) => {
-                    AbuseStats::bump(&stats.body_timeouts);
-                    return Err(refuse(Reject::BodyTimeout));
-                }
+                // Counted by the body where it was cut.
+                Some(BodyLimit::TooLarge) => return Err(refuse(Reject::BodyTooLarge(max_body))),
+                Some(BodyLimit::Timeout) => return Err(refuse(Reject::BodyTimeout)),
                 None => {}
             }
             let chain = error_chain(&e);

@@ -330,6 +330,52 @@ async fn an_upload_outlasting_an_early_answer_is_not_a_slow_head() {
     assert_eq!(g.gw.abuse_stats().header_timeouts, 0);
 }
 
+/// An upload that stalls after its early answer: no byte arrives, so no head is
+/// timed; the body timeout ends it (the upload is still passed on upstream), and the
+/// connection with it, counted like a body cut before the answer.
+#[tokio::test]
+async fn an_upload_that_stalls_after_an_early_answer_is_cut_at_the_body_timeout() {
+    let g = start("header_read_timeout_ms = 800\nbody_timeout_ms = 600", "").await;
+    let mut s = connect_from("127.0.0.37", g.plain).await;
+    s.write_all(b"POST /open/early HTTP/1.1\r\nHost: gw\r\nContent-Length: 2000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 100]).await.unwrap();
+    assert_eq!(read_response(&mut s).await.0, 200, "the early answer");
+    let started = Instant::now();
+    assert!(closed_within(&mut s, 8).await, "a stalled upload kept");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(4000),
+        "{took:?}"
+    );
+    eventually(5, "the body timeout counted", || async {
+        (g.gw.abuse_stats().body_timeouts == 1).then_some(())
+    })
+    .await;
+    assert_eq!(g.gw.abuse_stats().header_timeouts, 0);
+}
+
+/// A request body that stalls on its way upstream is refused at the body timeout
+/// with 408, and counted.
+#[tokio::test]
+async fn a_stalled_request_body_is_refused_at_the_body_timeout() {
+    let g = start("body_timeout_ms = 600", "").await;
+    let mut s = connect_from("127.0.0.38", g.plain).await;
+    s.write_all(b"POST /open/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 2000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 100]).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(read_response(&mut s).await.0, 408);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(4000),
+        "{took:?}"
+    );
+    assert_eq!(g.gw.abuse_stats().body_timeouts, 1);
+}
+
 /// The head timer cannot be switched off by looking like HTTP/2: a plaintext head
 /// that starts like the HTTP/2 preface but is not it, and HTTP/1.1 spoken over a TLS
 /// connection whose ALPN agreed on h2, are both cut at the head timeout.
