@@ -432,7 +432,7 @@ fn lock(w: &Mutex<FileWriter>) -> MutexGuard<'_, FileWriter> {
 }
 
 /// What [`next`] found.
-pub(crate) enum Next {
+enum Next {
     Batch,
     Commit,
     /// The fsync in flight ended (the caller clears it).
@@ -441,12 +441,12 @@ pub(crate) enum Next {
 }
 
 /// An fsync running on the blocking pool while the sink goes on writing.
-pub(crate) type Fsync = JoinHandle<io::Result<()>>;
+type Fsync = JoinHandle<io::Result<()>>;
 
 /// Waits for the next batch (if `take`), a commit deadline, the end of the fsync in
 /// flight or shutdown. A deadline that has come goes before a waiting batch, so that
 /// steady traffic cannot put an fsync off.
-pub(crate) async fn next(
+async fn next(
     rx: &mut mpsc::Receiver<Item>,
     items: &mut Vec<Item>,
     stop: &mut watch::Receiver<bool>,

@@ -330,25 +330,36 @@ async fn an_upload_outlasting_an_early_answer_is_not_a_slow_head() {
     assert_eq!(g.gw.abuse_stats().header_timeouts, 0);
 }
 
+/// A POST from `from` to `path` announcing 2,000 bytes and sending 100.
+async fn stalled_upload(g: &Gw, from: &str, path: &str) -> TcpStream {
+    let mut s = connect_from(from, g.plain).await;
+    let head = format!("POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: 2000\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b'x'; 100]).await.unwrap();
+    s
+}
+
+/// What `started` waited for came at the 600 ms body timeout (within a loaded
+/// machine's slack).
+fn near_the_timeout(started: Instant) {
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(4000),
+        "{took:?}"
+    );
+}
+
 /// An upload that stalls after its early answer: no byte arrives, so no head is
 /// timed; the body timeout ends it (the upload is still passed on upstream), and the
 /// connection with it, counted like a body cut before the answer.
 #[tokio::test]
 async fn an_upload_that_stalls_after_an_early_answer_is_cut_at_the_body_timeout() {
     let g = start("header_read_timeout_ms = 800\nbody_timeout_ms = 600", "").await;
-    let mut s = connect_from("127.0.0.37", g.plain).await;
-    s.write_all(b"POST /open/early HTTP/1.1\r\nHost: gw\r\nContent-Length: 2000\r\n\r\n")
-        .await
-        .unwrap();
-    s.write_all(&[b'x'; 100]).await.unwrap();
+    let mut s = stalled_upload(&g, "127.0.0.37", "/open/early").await;
     assert_eq!(read_response(&mut s).await.0, 200, "the early answer");
     let started = Instant::now();
     assert!(closed_within(&mut s, 8).await, "a stalled upload kept");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(4000),
-        "{took:?}"
-    );
+    near_the_timeout(started);
     eventually(5, "the body timeout counted", || async {
         (g.gw.abuse_stats().body_timeouts == 1).then_some(())
     })
@@ -361,18 +372,10 @@ async fn an_upload_that_stalls_after_an_early_answer_is_cut_at_the_body_timeout(
 #[tokio::test]
 async fn a_stalled_request_body_is_refused_at_the_body_timeout() {
     let g = start("body_timeout_ms = 600", "").await;
-    let mut s = connect_from("127.0.0.38", g.plain).await;
-    s.write_all(b"POST /open/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 2000\r\n\r\n")
-        .await
-        .unwrap();
-    s.write_all(&[b'x'; 100]).await.unwrap();
+    let mut s = stalled_upload(&g, "127.0.0.38", "/open/upload").await;
     let started = Instant::now();
     assert_eq!(read_response(&mut s).await.0, 408);
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(4000),
-        "{took:?}"
-    );
+    near_the_timeout(started);
     assert_eq!(g.gw.abuse_stats().body_timeouts, 1);
 }
 

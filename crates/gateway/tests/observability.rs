@@ -187,6 +187,21 @@ fn python() -> PathBuf {
     p
 }
 
+/// `tests/ocsf/validate.py` on `file`: whether every event passed, its report and its
+/// stderr.
+fn validate_ocsf(file: &Path) -> (bool, String, String) {
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py"))
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The OCSF sink's events, once it has every event the ECS sink has now (the same
 /// ids), each checked against the OCSF 1.7.0 schema by `tests/ocsf/validate.py`
 /// (PyPI `pydantic-ocsf`'s models, and no attribute the schema lacks). Returns the
@@ -202,29 +217,20 @@ async fn ocsf_events(g: &Gw) -> BTreeMap<String, Value> {
     let text = eventually(10, "the same events in OCSF", || async {
         let text = std::fs::read_to_string(&g.ocsf).unwrap_or_default();
         let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        let seen: BTreeSet<&str> = whole
+        let seen: BTreeSet<String> = whole
             .lines()
-            .filter_map(|l| l.split_once(r#""uid":""#))
-            .filter_map(|(_, rest)| rest.get(..36))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|e| e["metadata"]["uid"].as_str().map(str::to_string))
             .collect();
         ids.iter()
-            .all(|id| seen.contains(id.as_str()))
+            .all(|id| seen.contains(id))
             .then(|| whole.to_string())
     })
     .await;
     let snapshot = g.pki.dir.join("ocsf-snapshot.jsonl");
     std::fs::write(&snapshot, &text).unwrap();
-    let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py"))
-        .arg(&snapshot)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "OCSF events the schema refuses:\n{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, report, stderr) = validate_ocsf(&snapshot);
+    assert!(ok, "OCSF events the schema refuses:\n{report}{stderr}");
     let events: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -284,13 +290,8 @@ fn the_ocsf_check_refuses_what_the_schema_does_not_define() {
     for (from, to, says) in cases {
         let file = pki.dir.join("events.jsonl");
         std::fs::write(&file, format!("{good}\n{}\n", good.replace(from, to))).unwrap();
-        let out = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ocsf/validate.py"))
-            .arg(&file)
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{to}: accepted\n{report}");
+        let (ok, report, _) = validate_ocsf(&file);
+        assert!(!ok, "{to}: accepted\n{report}");
         let mut lines = report.lines();
         assert_eq!(lines.next(), Some("ok 4001 1"), "{report}");
         let bad = lines.next().unwrap_or_default();
