@@ -98,11 +98,26 @@ chain = "Inbound"
     .unwrap();
     let c = coverage(&a, &flows);
     assert_eq!(c[0].status, FlowStatus::Allowed);
-    // Kerberos gets through only if both ends belong to VirtualNetwork, which the
-    // export does not say: partial, with an example outside every tag that hits
-    // DenyAllInBound.
-    assert_eq!(c[1].status, FlowStatus::Partial, "{:#?}", c[1]);
-    assert!(c[1].example.as_ref().unwrap().src_tags.is_empty());
+    // VirtualNetwork is by default the RFC 1918 space: on-premises to the VNet is
+    // allowed by AllowVnetInBound.
+    assert_eq!(c[1].status, FlowStatus::Allowed, "{:#?}", c[1]);
+    assert_eq!(c[2].status, FlowStatus::Allowed, "{:#?}", c[2]);
+    // With the VNet's own space given, on-premises is Internet to the NSG:
+    // Kerberos hits DenyAllInBound, with an example from the flow's source.
+    let vnet = ["10.1.0.0/16".parse().unwrap()];
+    let rs = intraport_rules::nsg::parse_with("nsg-identity.json", SAMPLE, &vnet).unwrap();
+    let a = Analysis::new(&rs);
+    let c = coverage(&a, &flows);
+    assert_eq!(c[0].status, FlowStatus::Allowed);
+    assert_eq!(c[1].status, FlowStatus::Blocked, "{:#?}", c[1]);
+    assert!(
+        c[1].example
+            .as_ref()
+            .unwrap()
+            .src
+            .to_string()
+            .starts_with("192.168.10.")
+    );
     assert_eq!(c[1].by[0].loc.name.as_deref(), Some("DenyAllInBound"));
     assert_eq!(c[2].status, FlowStatus::Partial);
     assert_eq!(c[2].example.as_ref().unwrap().dport, 88);
