@@ -322,9 +322,32 @@ impl<'a> Analysis<'a> {
         parts
     }
 
-    /// The packet at the lowest corner of a space.
+    /// An example packet of a space: the lowest corner of its part with ordinary
+    /// unicast addresses at both ends (IPv4 1.0.0.0 to 223.255.255.255 less
+    /// loopback, IPv6 2000::/3), which a kernel will route, or of the whole space
+    /// when it has none.
     pub fn example(&self, s: &Space) -> Option<Packet> {
-        s.sample().map(|p| self.compiler.packet(&p))
+        let ordinary = [
+            (V4_BASE | 0x0100_0000, V4_BASE | 0x7eff_ffff),
+            (V4_BASE | 0x8000_0000, V4_BASE | 0xdfff_ffff),
+            (0x2000 << 112, (0x4000 << 112) - 1),
+        ];
+        let mut cubes = Vec::new();
+        for &(slo, shi) in &ordinary {
+            for &(dlo, dhi) in &ordinary {
+                let mut c = [Iv {
+                    lo: 0,
+                    hi: u128::MAX,
+                }; crate::space::DIMS];
+                c[Dim::Src as usize] = Iv { lo: slo, hi: shi };
+                c[Dim::Dst as usize] = Iv { lo: dlo, hi: dhi };
+                cubes.push(c);
+            }
+        }
+        s.intersect(&Space::from_cubes(cubes))
+            .sample()
+            .or_else(|| s.sample())
+            .map(|p| self.compiler.packet(&p))
     }
 
     /// The space of all packets matching given flow coordinates in `chain`'s family.
