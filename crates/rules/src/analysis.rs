@@ -344,10 +344,21 @@ impl<'a> Analysis<'a> {
                 cubes.push(c);
             }
         }
-        s.intersect(&Space::from_cubes(cubes))
+        let ordinary = s.intersect(&Space::from_cubes(cubes));
+        let Some(p) = ordinary.sample() else {
+            return s.sample().map(|p| self.compiler.packet(&p));
+        };
+        // Different addresses at the two ends where the space allows it.
+        let mut same = [Iv {
+            lo: 0,
+            hi: u128::MAX,
+        }; crate::space::DIMS];
+        same[Dim::Dst as usize] = Iv::point(p[Dim::Src as usize]);
+        let p = ordinary
+            .minus(&Space::from_cube(same))
             .sample()
-            .or_else(|| s.sample())
-            .map(|p| self.compiler.packet(&p))
+            .unwrap_or(p);
+        Some(self.compiler.packet(&p))
     }
 
     /// The space of all packets matching given flow coordinates in `chain`'s family.
