@@ -47,11 +47,12 @@ impl ConnCaps {
     /// allowance shrinks in proportion to the places still free: `per_source × free /
     /// (max − max/2)`, rounded down. A source that holds nothing may always take a free
     /// place; one that holds `h` may take another only while `h` is below the
-    /// allowance. So the last `(max − max/2) / per_source` places (19 of 10,000 with
-    /// 256 per source) go only to sources that hold none, and a few addresses holding
-    /// silent connections cannot take the room that other clients need: with the
-    /// defaults, 41 addresses opening 250 connections each in turn end up holding
-    /// 8,241 and the listener keeps admitting newcomers.
+    /// allowance (holding one, it needs `2 × (max − max/2) / per_source` places free,
+    /// rounded up). So the last 39 places of 10,000 (256 per source) go only to
+    /// sources that hold none, and a few addresses holding silent connections cannot
+    /// take the room that other clients need: with the defaults, 41 addresses opening
+    /// 250 connections each in turn end up holding 8,241 and the listener keeps
+    /// admitting newcomers.
     pub fn share(&self, open: usize) -> usize {
         let half = self.max / 2;
         if open <= half {
@@ -296,6 +297,14 @@ mod tests {
             max: 10_000,
             per_source: 256,
         };
+        // The allowances the README states.
+        assert_eq!(caps.share(5_000), 256);
+        assert_eq!(caps.share(7_500), 128);
+        assert_eq!(caps.share(9_000), 51);
+        assert_eq!(caps.share(9_900), 5);
+        // A source holding one may take another only while 40 are free.
+        assert_eq!(caps.share(9_960), 2);
+        assert_eq!(caps.share(9_961), 1);
         let l = ConnLimiter::new();
         let mut held = Vec::new();
         for i in 0..41u8 {
