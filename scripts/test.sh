@@ -6,7 +6,7 @@
 #   scripts/test.sh -p intraport-token    # extra arguments go to `cargo test`
 #
 # Installs (idempotent, skipped when already present):
-#   Debian  curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog
+#   Debian  curl openssl iproute2 iptables nftables ufw tcpdump tshark slapd ldap-utils rsyslog
 #           rsyslog-gnutls chromium redis-server mount e2fsprogs (real peers, firewalls,
 #           captures, a directory, a syslog collector, a browser, shared gateway state,
 #           disks that fail: loop devices and small filesystems; network namespaces and
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(curl openssl iproute2 iptables nftables tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server mount e2fsprogs)
+debs=(curl openssl iproute2 iptables nftables ufw tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server mount e2fsprogs)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
