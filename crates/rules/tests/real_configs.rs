@@ -676,3 +676,35 @@ chain = "input"
     assert_eq!(c[0].status, FlowStatus::Allowed, "{:#?}", c[0]);
     assert!(lab.reaches(&tcp("10.99.1.5", "10.99.0.1", 22)));
 }
+
+/// An nft `table ip6` without addresses: its examples are IPv6 (never IPv4-mapped),
+/// and the kernel counts them on the rule named.
+#[test]
+fn nft_ip6_table_examples_are_ipv6() {
+    let Some(lab) = Lab::new() else { return };
+    lab.fw.run_stdin(
+        &["nft", "-f", "-"],
+        "table ip6 f {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        tcp dport 22 counter drop
+        tcp dport 22 counter accept
+    }
+}
+",
+    );
+    let saved = lab.fw.run(&["nft", "-j", "list", "ruleset"]);
+    let rs = parse(InputFormat::Nftables, "ip6.json", &saved).unwrap();
+    let report = audit(&rs, &AuditOptions::default());
+    let shadowed: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == Kind::Shadowed)
+        .collect();
+    assert_eq!(shadowed.len(), 1, "{:#?}", report.findings);
+    let ex = shadowed[0].example.as_ref().unwrap();
+    assert!(ex.src.is_ipv6() && ex.dst.is_ipv6(), "{ex}");
+    let (own, rel) = replay(&lab, &rs, shadowed[0]);
+    assert_eq!(own, 0);
+    assert!(rel[0] > 0, "the drop did not count the IPv6 example");
+}
