@@ -13,8 +13,9 @@
 #           mounts need root)
 #   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
 #   PyPI    msal (Microsoft's client library), mitmproxy, pydantic-ocsf (the OCSF
-#           schema's models, which check the audit log's OCSF events) and pyjwt (an
-#           outside JWT library minting the hostile tokens of crates/token/tests) into .venv
+#           schema's models, which check the audit log's OCSF events), pyjwt (an outside
+#           JWT library minting the hostile tokens of crates/token/tests) and aiosmtpd (an
+#           SMTP server with STARTTLS, for the capture tests) into .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,8 +34,10 @@ if [[ ! -d tests/idp/node_modules/oidc-provider ]]; then
   npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 fi
 
-py_reqs=(msal mitmproxy pydantic-ocsf==3.0.0 pyjwt)
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import msal, mitmproxy, ocsf.v1_7_0, jwt' 2>/dev/null; then
+# Each PyPI requirement with the module that shows it is installed.
+py_reqs=(msal mitmproxy pydantic-ocsf==3.0.0 pyjwt aiosmtpd)
+py_mods=msal,mitmproxy,ocsf.v1_7_0,jwt,aiosmtpd
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import $py_mods" 2>/dev/null; then
   echo "test.sh: creating .venv with ${py_reqs[*]}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${py_reqs[@]}"
