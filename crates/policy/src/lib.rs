@@ -35,5 +35,8 @@ pub use policy::{
     CertRequirements, ClaimRequirements, IdentityRequirement, RoutePolicy,
     deserialize_identity_kinds, parse_identity_kind,
 };
-pub use route::{PathError, RouteEntry, RouteOverlap, RouteTable, normalize_path, validate_route};
+pub use route::{
+    HostError, PathError, RouteEntry, RouteMatch, RouteOverlap, RouteTable, check_authority,
+    normalize_path, validate_route,
+};
 pub use source::{ClientAddr, SourceMatch, SourceRule, client_ip};
