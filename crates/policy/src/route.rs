@@ -22,8 +22,8 @@
 //! upstream server decodes), ignoring case unless the route is `case_sensitive`:
 //! Express, ASP.NET Core and IIS match routes without regard to case, so `/ADMIN`
 //! must meet the policy of `/admin`. Case is folded generously (also `ı`, `ſ`, the
-//! Kelvin sign `K` and `İ`, which Unicode maps to ASCII letters and which .NET and
-//! Java fold so), and the part of the path that matched is then forwarded spelled as
+//! Kelvin sign `K` and `İ`, which Unicode maps to ASCII letters and which Java's
+//! `equalsIgnoreCase` folds so), and the part of the path that matched is then forwarded spelled as
 //! the prefix is: a path judged as `/admin/x` reaches the upstream as `/admin/x`,
 //! never as a spelling that a case-sensitive upstream would take for another
 //! resource.
@@ -98,6 +98,14 @@ struct Prefix {
     index: usize,
 }
 
+/// A route that holds a prefix of a host pattern, while the table is built.
+struct Owner {
+    /// The prefix's characters after percent-decoding.
+    decoded: Vec<char>,
+    case_sensitive: bool,
+    index: usize,
+}
+
 /// Routes of one host pattern, longest prefix first.
 #[derive(Clone, Debug)]
 struct Group {
@@ -132,9 +140,8 @@ impl<T> RouteTable<T> {
     /// equivalent unless both routes are case-sensitive).
     pub fn new(entries: Vec<RouteEntry<T>>) -> Result<RouteTable<T>, Vec<RouteOverlap>> {
         let mut overlaps = Vec::new();
-        // (host pattern, folded prefix) → the routes already there, with their
-        // decoded prefix and case sensitivity.
-        let mut owner: HashMap<(String, Vec<char>), Vec<(Vec<char>, bool, usize)>> = HashMap::new();
+        // (host pattern, folded prefix) → the routes already there.
+        let mut owner: HashMap<(String, Vec<char>), Vec<Owner>> = HashMap::new();
         let mut groups: HashMap<String, Vec<Prefix>> = HashMap::new();
         let mut values = Vec::with_capacity(entries.len());
         let mut names = Vec::with_capacity(entries.len());
@@ -158,8 +165,8 @@ impl<T> RouteTable<T> {
                 let here = owner.entry((pattern.clone(), folded.clone())).or_default();
                 let clash = here
                     .iter()
-                    .find(|(d, cs, _)| *d == decoded || !(*cs && entry.case_sensitive));
-                if let Some((_, _, j)) = clash {
+                    .find(|o| o.decoded == decoded || !(o.case_sensitive && entry.case_sensitive));
+                if let Some(Owner { index: j, .. }) = clash {
                     overlaps.push(RouteOverlap {
                         first: names.get(*j).cloned().unwrap_or_default(),
                         second: entry.name.clone(),
@@ -168,7 +175,11 @@ impl<T> RouteTable<T> {
                     });
                     continue;
                 }
-                here.push((decoded.clone(), entry.case_sensitive, i));
+                here.push(Owner {
+                    decoded: decoded.clone(),
+                    case_sensitive: entry.case_sensitive,
+                    index: i,
+                });
                 groups.entry(pattern).or_default().push(Prefix {
                     text: prefix.clone(),
                     chars: decoded.len(),
@@ -388,9 +399,10 @@ fn prefix_match(prefix: &str, path: &str, ignore_case: bool) -> Option<usize> {
 /// Case folding for prefix matching, generous on purpose: every character whose
 /// simple upper-case form, lower-cased again, is a letter folds to that letter. So
 /// `ı` (dotless i) and `İ` fold to `i`, `ſ` (long s) to `s`, the Kelvin sign to `k`:
-/// the upstream frameworks that ignore case (.NET's `OrdinalIgnoreCase`, Java's
-/// `equalsIgnoreCase`) take them for those letters. Folding more than an upstream
-/// does is safe, because the matched part is forwarded spelled as the prefix.
+/// Java's `equalsIgnoreCase` takes them for those letters. Folding more than an
+/// upstream does is safe, because the matched part is forwarded spelled as the
+/// prefix; folding less would let an upstream that folds more reach a prefix the
+/// gateway did not see.
 fn fold(c: char) -> char {
     if c.is_ascii() {
         return c.to_ascii_lowercase();
@@ -536,8 +548,8 @@ pub enum PathError {
     /// Percent-encoded bytes that are not UTF-8.
     #[error("the path's percent-encoded bytes are not UTF-8")]
     BadUtf8,
-    /// A segment ending in `.` or a space: Windows servers (IIS) drop those, so
-    /// `/admin./x` is `/admin/x` to them.
+    /// A segment ending in `.` or a space: Windows drops those from file names, so
+    /// IIS serving files reads `/admin./x` as `/admin/x`.
     #[error("a path segment ends in `.` or a space")]
     TrailingDotOrSpace,
 }
