@@ -13,8 +13,9 @@
 #           container behind the gateway; network namespaces and mounts need root)
 #   npm     oidc-provider into tests/idp (a real OpenID Certified provider), express into
 #           tests/express (a real upstream whose routing ignores case)
-#   PyPI    msal (Microsoft's client library), mitmproxy and pydantic-ocsf (the OCSF
-#           schema's models, which check the audit log's OCSF events) into .venv
+#   PyPI    msal (Microsoft's client library), mitmproxy, pydantic-ocsf (the OCSF
+#           schema's models, which check the audit log's OCSF events) and pyjwt (an
+#           outside JWT library minting the hostile tokens of crates/token/tests) into .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,8 +38,8 @@ if [[ ! -d tests/express/node_modules/express ]]; then
   npm ci --prefix tests/express --no-audit --no-fund --loglevel=error
 fi
 
-py_reqs=(msal mitmproxy pydantic-ocsf==3.0.0)
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import msal, mitmproxy, ocsf.v1_7_0' 2>/dev/null; then
+py_reqs=(msal mitmproxy pydantic-ocsf==3.0.0 pyjwt)
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import msal, mitmproxy, ocsf.v1_7_0, jwt' 2>/dev/null; then
   echo "test.sh: creating .venv with ${py_reqs[*]}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${py_reqs[@]}"
