@@ -6,12 +6,14 @@
 #   scripts/test.sh -p intraport-token    # extra arguments go to `cargo test`
 #
 # Installs (idempotent, skipped when already present):
-#   Debian  curl openssl iproute2 iptables nftables ufw tcpdump tshark slapd ldap-utils rsyslog
-#           rsyslog-gnutls chromium redis-server mount e2fsprogs (real peers, firewalls,
-#           captures, a directory, a syslog collector, a browser, shared gateway state,
-#           disks that fail: loop devices and small filesystems; network namespaces and
-#           mounts need root)
-#   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
+#   Debian  curl openssl iproute2 iptables nftables ufw tcpdump tshark slapd ldap-utils
+#           rsyslog rsyslog-gnutls chromium redis-server mount e2fsprogs tomcat10 (real
+#           peers, firewalls and ufw's own rule files, captures, a directory, a syslog
+#           collector, a browser, shared gateway state, disks that fail: loop devices and
+#           small filesystems, a servlet container behind the gateway; network namespaces
+#           and mounts need root)
+#   npm     oidc-provider into tests/idp (a real OpenID Certified provider), express into
+#           tests/express (a real upstream whose routing ignores case)
 #   PyPI    msal (Microsoft's client library), mitmproxy, pydantic-ocsf (the OCSF
 #           schema's models, which check the audit log's OCSF events), pyjwt (an outside
 #           JWT library minting the hostile tokens of crates/token/tests) and aiosmtpd (an
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(curl openssl iproute2 iptables nftables ufw tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server mount e2fsprogs)
+debs=(curl openssl iproute2 iptables nftables ufw tcpdump tshark slapd ldap-utils rsyslog rsyslog-gnutls chromium redis-server mount e2fsprogs tomcat10)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -32,6 +34,10 @@ fi
 if [[ ! -d tests/idp/node_modules/oidc-provider ]]; then
   echo "test.sh: installing oidc-provider (npm) into tests/idp"
   npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+fi
+if [[ ! -d tests/express/node_modules/express ]]; then
+  echo "test.sh: installing express (npm) into tests/express"
+  npm ci --prefix tests/express --no-audit --no-fund --loglevel=error
 fi
 
 # Each PyPI requirement with the module that shows it is installed.

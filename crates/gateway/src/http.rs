@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use intraport_audit::{Action, Outcome, Text, TlsInfo};
 
-use crate::body::{BodyLimit, GuardedBody};
+use crate::body::{BodyLimit, ClientBodyError, GuardedBody};
 use crate::config::{HttpRoute, Routes};
 use crate::gateway::{ListenerRuntime, Shared};
 use crate::metrics::{
@@ -455,6 +455,13 @@ fn conn_error(
 #[derive(Debug)]
 enum Reject {
     BadPath(PathError),
+    /// `Host` / `:authority` missing, repeated, inconsistent or not `host[:port]`.
+    BadHost(String),
+    /// CONNECT, TRACE, TRACK: a reverse proxy has no tunnel to open, and a reflected
+    /// request would echo the credentials back (cross-site tracing).
+    MethodNotAllowed(http::Method),
+    /// The client's request body is not valid HTTP (a malformed chunk).
+    BadRequest(String),
     NoRoute,
     Token(TokenError),
     Denied(Denial),
@@ -477,7 +484,10 @@ enum Reject {
 impl Reject {
     fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath(_) => StatusCode::BAD_REQUEST,
+            Reject::BadPath(_) | Reject::BadHost(_) | Reject::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Reject::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::Token(_) => StatusCode::UNAUTHORIZED,
             Reject::Denied(d) => {
@@ -498,6 +508,9 @@ impl Reject {
     fn code(&self) -> &'static str {
         match self {
             Reject::BadPath(_) => "bad_path",
+            Reject::BadHost(_) => "bad_host",
+            Reject::MethodNotAllowed(_) => "method_not_allowed",
+            Reject::BadRequest(_) => "bad_request",
             Reject::NoRoute => "no_route",
             Reject::Token(e) => e.code.as_str(),
             Reject::Denied(d) => d.reason.code(),
@@ -538,7 +551,9 @@ impl Reject {
 
     fn detail(&self) -> String {
         match self {
-            Reject::BadPath(e) => e.to_string(),
+            Reject::BadPath(e) => format!("{} ({})", e, e.code()),
+            Reject::BadHost(m) | Reject::BadRequest(m) => m.clone(),
+            Reject::MethodNotAllowed(m) => format!("method {m} is not forwarded"),
             Reject::NoRoute => "no route for this host and path".into(),
             Reject::Token(e) => e.message.clone(),
             Reject::Denied(d) => d.detail.clone(),
@@ -773,6 +788,62 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Methods never forwarded: CONNECT (a reverse proxy opens no tunnels; TCP routes
+/// are for that), TRACE and IIS's TRACK (they echo the request, credentials
+/// included). Compared without case: a server that reads methods so would take
+/// `trace` for TRACE.
+fn refused_method(m: &http::Method) -> bool {
+    let s = m.as_str();
+    ["CONNECT", "TRACE", "TRACK"]
+        .iter()
+        .any(|r| s.eq_ignore_ascii_case(r))
+}
+
+/// The host a request names: the request target's authority (absolute-form, or
+/// HTTP/2's `:authority`) or its one `Host` header. Refused: no host at all, two
+/// `Host` headers, a `Host` that differs from the target's authority, and anything
+/// that is not a plain `host[:port]` (userinfo included).
+fn request_authority<B>(req: &Request<B>) -> Result<String, String> {
+    let mut values = req.headers().get_all(HOST).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err("more than one Host header".into());
+    }
+    let header = header
+        .map(|v| {
+            v.to_str()
+                .map(str::trim)
+                .map_err(|_| "the Host header is not visible ASCII".to_string())
+        })
+        .transpose()?;
+    let target = req.uri().authority().map(http::uri::Authority::as_str);
+    let host = match (target, header) {
+        (Some(t), Some(h)) if !t.eq_ignore_ascii_case(h) => {
+            return Err(format!(
+                "the Host header `{h}` differs from the request target's authority `{t}`"
+            ));
+        }
+        (Some(h), _) | (None, Some(h)) => h,
+        (None, None) => return Err("no Host header".into()),
+    };
+    intraport_policy::check_authority(host).map_err(|e| format!("host `{host}`: {e}"))?;
+    Ok(host.to_string())
+}
+
+/// Every element of a trusted proxy's `X-Forwarded-Host` is a plain `host[:port]`.
+fn forwarded_host_ok(headers: &http::HeaderMap) -> Result<(), String> {
+    for v in headers.get_all("x-forwarded-host") {
+        let s = v
+            .to_str()
+            .map_err(|_| "X-Forwarded-Host is not visible ASCII".to_string())?;
+        for h in s.split(',').map(str::trim) {
+            intraport_policy::check_authority(h)
+                .map_err(|e| format!("X-Forwarded-Host `{h}`: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 type Refusal = (Option<String>, Reject);
 
 /// A request counted in `http_requests_in_flight` until it is answered.
@@ -817,27 +888,33 @@ async fn proxy(
         return Err((None, Reject::HeadersTooLarge(limits.max_header_bytes)));
     }
 
-    // Route.
+    // Method, host, path: what the request names, refused unless it is unambiguous.
+    if refused_method(req.method()) {
+        return Err((None, Reject::MethodNotAllowed(req.method().clone())));
+    }
+    let host = request_authority(&req).map_err(|e| (None, Reject::BadHost(e)))?;
+    let trusted = &rt.listener.trusted_proxies;
+    let from_proxy = trusted
+        .contains(ctx.conn.peer.ip().to_canonical())
+        .is_some();
+    if from_proxy {
+        // Kept and passed on: it must name hosts, not `user@host` (an upstream that
+        // builds links from it would send its users to whatever follows the `@`).
+        forwarded_host_ok(req.headers()).map_err(|e| (None, Reject::BadHost(e)))?;
+    }
     let path = intraport_policy::normalize_path(req.uri().path())
-        .map_err(|e| (None, Reject::BadPath(e)))?
-        .into_owned();
-    let host: Option<String> = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+        .map_err(|e| (None, Reject::BadPath(e)))?;
+
+    // Route.
     let Routes::Http { table, .. } = &rt.listener.routes else {
         return Err((None, Reject::NoRoute));
     };
-    let route: Arc<HttpRoute> = table
-        .find(host.as_deref(), &path)
-        .cloned()
+    let matched = table
+        .lookup(Some(&host), &path)
         .ok_or((None, Reject::NoRoute))?;
+    let route: Arc<HttpRoute> = matched.value.clone();
+    // The path policy judged, spelled as the route's prefix: the one forwarded.
+    let path = matched.path.into_owned();
     let refuse = |r: Reject| (Some(route.name.clone()), r);
     let route_rt = rt
         .upstreams
@@ -860,7 +937,6 @@ async fn proxy(
     };
 
     // Source.
-    let trusted = &rt.listener.trusted_proxies;
     let client = intraport_policy::client_ip(ctx.conn.peer.ip(), req.headers(), trusted);
     trace.client = Some(client.ip);
     if let Err(d) = route.policy.check_source(client.ip) {
@@ -1027,21 +1103,18 @@ async fn proxy(
             keep_te_trailers: false,
         },
     );
-    forward::strip_intraport(headers);
+    forward::strip_spoofable(headers, from_proxy);
     if route.strip_authorization {
         headers.remove(AUTHORIZATION);
     }
     for (name, value) in forward::identity_headers(identity.as_deref(), ctx.cert.as_deref()) {
         headers.insert(name, value);
     }
-    let from_proxy = trusted
-        .contains(ctx.conn.peer.ip().to_canonical())
-        .is_some();
     forward::forwarded_headers(
         headers,
         ctx.conn.peer.ip(),
         ctx.scheme,
-        host.as_deref(),
+        Some(&host),
         from_proxy,
     );
     headers.remove(HOST);
@@ -1091,6 +1164,9 @@ async fn proxy(
                 Some(BodyLimit::TooLarge) => return Err(refuse(Reject::BodyTooLarge(max_body))),
                 Some(BodyLimit::Timeout) => return Err(refuse(Reject::BodyTimeout)),
                 None => {}
+            }
+            if let Some(bad) = ClientBodyError::find(&e) {
+                return Err(refuse(Reject::BadRequest(bad.to_string())));
             }
             let chain = error_chain(&e);
             let timed_out = source_is_timeout(&e);

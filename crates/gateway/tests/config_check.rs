@@ -432,3 +432,62 @@ allow = ["127.0.0.1", "$$notanet"]
     let cfg = intraport_gateway::Config::from_toml_str(&ok, Path::new(".")).unwrap();
     assert_eq!(cfg.listeners[0].listen.to_string(), "127.0.0.1:0");
 }
+
+#[test]
+fn case_sensitive_routes_are_checked() {
+    let pki = Pki::new();
+    let web = "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\n";
+    let route = |name: &str, prefix: &str, extra: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlistener = \"web\"\npath_prefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:9\"\nidentity = \"none\"\n{extra}\n[route.source]\nallow = [\"127.0.0.1\"]\n"
+        )
+    };
+    let strict = "case_sensitive = true";
+    // Two spellings are two routes only when both upstreams are case-sensitive.
+    let text = format!(
+        "{web}{}{}",
+        route("a", "/Admin", strict),
+        route("b", "/admin", strict)
+    );
+    Config::from_toml_str(&text, &pki.dir).unwrap_or_else(|e| panic!("{}", show(&e)));
+    for (a, b) in [("", ""), (strict, ""), ("", strict)] {
+        let text = format!(
+            "{web}{}{}",
+            route("a", "/Admin", a),
+            route("b", "/admin", b)
+        );
+        let e = show(&Config::from_toml_str(&text, &pki.dir).unwrap_err());
+        assert!(e.contains("routes `a` and `b` overlap"), "{a:?} {b:?}: {e}");
+        assert!(e.contains("case_sensitive"), "the message says why: {e}");
+    }
+    let cases = [
+        (
+            format!("{web}{}", route("a", "/", "case_sensitive = \"yes\"")),
+            "route[0].case_sensitive",
+            "invalid type",
+        ),
+        (
+            format!("{web}{}", route("a", "/api;v=1", "")),
+            "route[0].path_prefix",
+            "path parameter",
+        ),
+        (
+            "[[listener]]\nname = \"ldap\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\
+             [[route]]\nname = \"d\"\nlistener = \"ldap\"\nupstream = \"127.0.0.1:389\"\n\
+             case_sensitive = true\n[route.source]\nallow = [\"127.0.0.1\"]\n"
+                .to_string(),
+            "route[0].case_sensitive",
+            "applies to HTTP routes",
+        ),
+    ];
+    for (text, path, fragment) in cases {
+        let errors = Config::from_toml_str(&text, &pki.dir).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(fragment)),
+            "expected `{path}` containing {fragment:?}; got:\n{}",
+            show(&errors)
+        );
+    }
+}

@@ -875,6 +875,7 @@ fn route(
                 .path_prefix
                 .as_ref()
                 .map_or_else(|| "/".to_string(), |p| p.get_ref().clone()),
+            case_sensitive: raw.case_sensitive.unwrap_or(false),
             value: (),
             name: name.clone(),
         });
@@ -1097,6 +1098,7 @@ fn route(
         listener.http.push(RouteEntry {
             hosts,
             path_prefix: prefix,
+            case_sensitive: raw.case_sensitive.unwrap_or(false),
             value: r,
             name: name.clone(),
         });
@@ -1104,6 +1106,7 @@ fn route(
         for (field, present) in [
             ("hosts", !raw.hosts.is_empty()),
             ("path_prefix", raw.path_prefix.is_some()),
+            ("case_sensitive", raw.case_sensitive.is_some()),
             ("upstream_ca", raw.upstream_ca.is_some()),
             ("response_timeout_ms", raw.response_timeout_ms.is_some()),
             ("strip_authorization", raw.strip_authorization.is_some()),
