@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use intraport_audit::{Action, Audit, AuditHandle, Event, Outcome, Text};
 use intraport_limits::{
-    AbuseSnapshot, AbuseStats, BanNotice, ConnLimiter, Guard, InProcess, Rate, RateDecision,
-    RedisState, SharedState,
+    AbuseSnapshot, AbuseStats, BanNotice, ConnLimiter, ConnRefusal, Guard, InProcess, Rate,
+    RateDecision, RedisState, SharedState, UpstreamHolds,
 };
 use intraport_token::{FetchGate, Provider};
 use tokio::net::TcpListener;
@@ -112,6 +112,8 @@ pub(crate) struct ListenerRuntime {
     pub stats: Arc<ListenerStats>,
     /// Open connections (kept across reloads, like `stats`).
     pub conns: Arc<ConnLimiter>,
+    /// Upstream requests held per source (kept across reloads too).
+    pub holds: Arc<UpstreamHolds>,
 }
 
 /// What a request on one HTTP route needs beyond its configuration.
@@ -128,6 +130,35 @@ struct ListenerSlot {
     cert_watch: CancellationToken,
     stats: Arc<ListenerStats>,
     conns: Arc<ConnLimiter>,
+    holds: Arc<UpstreamHolds>,
+    /// The listen queue asked for, and the socket it was asked of (owned by the
+    /// accept loop: the socket closes when it stops).
+    backlog: u32,
+    socket: std::sync::Weak<TcpListener>,
+}
+
+impl ListenerSlot {
+    /// Give the listening socket a new listen queue (Linux takes a second listen(2)).
+    fn relisten(&self, backlog: u32) -> std::io::Result<()> {
+        let socket = self.socket.upgrade().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotConnected, "the listener is closed")
+        })?;
+        socket2::SockRef::from(&*socket).listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+    }
+}
+
+/// Bind `addr` and listen with a queue of `backlog` (tokio's `bind` fixes it at 1024).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted gateway can bind while old
+    // connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 struct RunningProvider {
@@ -651,6 +682,7 @@ impl GatewayHandle {
                 .filter(|s| s.configured == listener.listen);
             let stats = existing.map_or_else(Default::default, |s| s.stats.clone());
             let conns = existing.map_or_else(ConnLimiter::new, |s| s.conns.clone());
+            let holds = existing.map_or_else(UpstreamHolds::new, |s| s.holds.clone());
             let (acceptor, cert) = match &listener.tls {
                 Some(spec) => {
                     let cert = ReloadingCert::load(&spec.cert, &spec.key).map_err(|message| {
@@ -707,7 +739,7 @@ impl GatewayHandle {
             let socket = if existing.is_some() {
                 None
             } else {
-                Some(TcpListener::bind(listener.listen).await.map_err(|source| {
+                Some(bind(listener.listen, listener.backlog).map_err(|source| {
                     StartError::Bind {
                         name: name.clone(),
                         addr: listener.listen,
@@ -727,6 +759,7 @@ impl GatewayHandle {
                     provider_names: provider_names.clone(),
                     stats,
                     conns,
+                    holds,
                 },
                 cert,
                 socket,
@@ -771,9 +804,20 @@ impl GatewayHandle {
             }
             let stats = p.runtime.stats.clone();
             let conns = p.runtime.conns.clone();
+            let holds = p.runtime.holds.clone();
+            let backlog = p.runtime.listener.backlog;
             match p.socket {
                 None => {
                     if let Some(slot) = control.listeners.get_mut(&p.name) {
+                        if slot.backlog != backlog {
+                            // listen(2) again on a listening socket sets its queue.
+                            match slot.relisten(backlog) {
+                                Ok(()) => slot.backlog = backlog,
+                                Err(e) => {
+                                    tracing::warn!(listener = %p.name, error = %e, backlog, "listen queue not changed")
+                                }
+                            }
+                        }
                         slot.runtime.store(Arc::new(p.runtime));
                         slot.cert_watch.cancel();
                         slot.cert_watch = cert_watch;
@@ -784,6 +828,7 @@ impl GatewayHandle {
                         old.stop_accepting.cancel();
                         old.cert_watch.cancel();
                     }
+                    let socket = Arc::new(socket);
                     let bound = socket.local_addr().map_err(|source| StartError::Bind {
                         name: p.name.clone(),
                         addr: p.configured,
@@ -792,7 +837,12 @@ impl GatewayHandle {
                     let runtime = Arc::new(ArcSwap::from_pointee(p.runtime));
                     let stop = self.shared.drain.child_token();
                     tracing::info!(listener = %p.name, addr = %bound, "listening");
-                    spawn_accept(socket, runtime.clone(), stop.clone(), self.shared.clone());
+                    spawn_accept(
+                        socket.clone(),
+                        runtime.clone(),
+                        stop.clone(),
+                        self.shared.clone(),
+                    );
                     control.listeners.insert(
                         p.name,
                         ListenerSlot {
@@ -803,6 +853,9 @@ impl GatewayHandle {
                             cert_watch,
                             stats,
                             conns,
+                            holds,
+                            backlog,
+                            socket: Arc::downgrade(&socket),
                         },
                     );
                 }
@@ -835,7 +888,7 @@ fn spawn_provider(name: String, provider: Arc<Provider>, cancel: CancellationTok
 }
 
 fn spawn_accept(
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
@@ -886,19 +939,21 @@ fn spawn_accept(
             let permit = match rt.conns.try_acquire(peer.ip(), rt.listener.limits.conn) {
                 Ok(p) => p,
                 Err(r) => {
-                    AbuseStats::bump(match r {
-                        intraport_limits::ConnRefusal::ListenerFull => {
-                            &stats.connections_refused_listener_cap
+                    let (counter, outcome) = match r {
+                        ConnRefusal::ListenerFull => (
+                            &stats.connections_refused_listener_cap,
+                            "refused_listener_cap",
+                        ),
+                        ConnRefusal::SourceFull => {
+                            (&stats.connections_refused_source_cap, "refused_source_cap")
                         }
-                        intraport_limits::ConnRefusal::SourceFull => {
-                            &stats.connections_refused_source_cap
-                        }
-                    });
-                    tracing::info!(event = "refused", reason = r.as_str(), listener = %rt.listener.name, %peer, "connection refused");
-                    let outcome = match r {
-                        intraport_limits::ConnRefusal::ListenerFull => "refused_listener_cap",
-                        intraport_limits::ConnRefusal::SourceFull => "refused_source_cap",
+                        ConnRefusal::OverShare => (
+                            &stats.connections_refused_source_share,
+                            "refused_source_share",
+                        ),
                     };
+                    AbuseStats::bump(counter);
+                    tracing::info!(event = "refused", reason = r.as_str(), listener = %rt.listener.name, %peer, "connection refused");
                     let _ = stream.set_zero_linger();
                     refused(&shared, &conn, outcome, r.as_str()).await;
                     continue;

@@ -35,6 +35,7 @@ use crate::metrics::{
     ConnLabels, PolicyLabels, RequestLabels, RouteLabels, TokenLabels, UpstreamLabels, status_class,
 };
 use crate::observe::{AuditedBody, ConnInfo, RequestTrace, TlsFacts};
+use crate::send::SendWatch;
 use crate::tcp::{Activity, Tracked};
 use crate::tls::HandshakeFailure;
 
@@ -63,6 +64,8 @@ struct ConnCtx {
     banned: CancellationToken,
     /// The client's activity: the idle timeout and the request-head clock.
     clock: Arc<Activity>,
+    /// The answers being sent: the send timeout.
+    sends: Arc<SendWatch>,
 }
 
 impl ConnCtx {
@@ -86,6 +89,7 @@ impl ConnCtx {
             reset_flood: CancellationToken::new(),
             banned: CancellationToken::new(),
             clock,
+            sends: SendWatch::new(),
         }
     }
 
@@ -154,8 +158,10 @@ pub(crate) async fn serve_connection(
     // in plaintext (above TLS), also start the clock of a request head.
     let clock = Arc::new(Activity::new());
     // HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge, or after
-    // ALPN h2: hyper tells the two apart by those bytes, whatever ALPN said).
-    clock.await_head();
+    // ALPN h2: hyper tells the two apart by those bytes, whatever ALPN said). The first
+    // head is timed from now, not from its first byte: a connection that says nothing
+    // is closed at the head timeout, not held until the idle timeout.
+    clock.head_starts_now();
     let Some(acceptor) = &rt.acceptor else {
         let stream = Tracked::http(stream, clock.clone());
         let ctx = Arc::new(ConnCtx::new(conn, "http", None, runtime, shared, clock));
@@ -165,8 +171,9 @@ pub(crate) async fn serve_connection(
     let Some((tls, cert)) = handshake(acceptor, stream, &mut conn, &rt, &shared).await else {
         return;
     };
-    // The handshake was activity too.
+    // The handshake was activity too; the first head is timed from its end.
     clock.touch();
+    clock.head_starts_now();
     let tls = Tracked::http(tls, clock.clone());
     let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared, clock));
     serve_http(TokioIo::new(tls), ctx, &rt).await;
@@ -355,6 +362,7 @@ where
             clock.head_received();
         }
     };
+    let send_watch = conn_ctx.sends.overdue(limits.send_timeout);
     let stats = shared.guard.stats().clone();
     let listener = &rt.listener.name;
     let peer = conn_ctx.conn.peer;
@@ -383,6 +391,12 @@ where
             AbuseStats::bump(&stats.header_timeouts);
             tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
             ("header_read_timeout", None)
+        }
+        () = send_watch => {
+            AbuseStats::bump(&stats.send_timeouts);
+            tracing::info!(event = "limit", limit = "send_timeout", %listener, %peer, "connection closed: the client did not take its answer in time");
+            // Not wound down: what is left to send would wait on the same client.
+            ("send_timeout", None)
         }
         () = idle_watch => {
             AbuseStats::bump(&stats.idle_closes);
@@ -476,6 +490,8 @@ enum Reject {
         retry_after: Duration,
         by_identity: bool,
     },
+    /// The source holds this many upstream requests already.
+    HoldLimited(usize),
     Banned(Duration),
     /// `durability = "sync"` and the request's event could not be written.
     AuditUnavailable,
@@ -499,7 +515,7 @@ impl Reject {
             Reject::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::RateLimited { .. } | Reject::HoldLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::Banned(_) => StatusCode::FORBIDDEN,
             Reject::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -527,6 +543,7 @@ impl Reject {
             Reject::RateLimited {
                 by_identity: true, ..
             } => "identity_rate_limited",
+            Reject::HoldLimited(_) => "upstream_requests_limited",
             Reject::Banned(_) => "source_banned",
             Reject::AuditUnavailable => "audit_unavailable",
         }
@@ -574,6 +591,9 @@ impl Reject {
                     "source's"
                 },
                 retry_after.as_millis()
+            ),
+            Reject::HoldLimited(max) => format!(
+                "the source has {max} requests with the upstreams already, whose answers are not sent yet"
             ),
             Reject::Banned(left) => {
                 format!("the source is banned for {} more seconds", left.as_secs())
@@ -979,8 +999,13 @@ async fn proxy(
         return Err(refuse(Reject::BodyTooLarge(max_body)));
     }
     let auth_failed = |code: ErrorCode| async move {
-        // A failure on our side (no key set) is not the client's.
+        // A failure on our side (no key set) is not the client's; nor is a token that
+        // only expired (its signature and issuer were checked before its time): a
+        // legitimate client retries with one before it refreshes, and behind a NAT
+        // its retries would ban everyone there. Forged, foreign and malformed tokens
+        // count.
         if code != ErrorCode::JwksUnavailable
+            && code != ErrorCode::Expired
             && guard.auth_failure(client.ip, code.as_str()).await.is_some()
         {
             // This failure banned the source.
@@ -1086,6 +1111,15 @@ async fn proxy(
         }
     }
 
+    // The source's upstream requests: each holds an upstream connection until its
+    // answer is sent, so a client that does not read its answers cannot take them all.
+    let cap = limits.max_upstream_requests_per_source;
+    let Some(hold) = rt.holds.try_acquire(client.ip, cap) else {
+        AbuseStats::bump(&stats.upstream_holds_refused);
+        tracing::info!(event = "limit", limit = "max_upstream_requests_per_source", %listener, route = %route.name, source = %client.ip, "upstream request cap reached");
+        return Err(refuse(Reject::HoldLimited(cap)));
+    };
+
     // Forward.
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -1095,6 +1129,7 @@ async fn proxy(
     if !body.is_end_stream() {
         body = body.reporting_to(ctx.clock.clone());
     }
+    let upload = body.end();
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,
@@ -1153,6 +1188,9 @@ async fn proxy(
             .inc();
     };
     let mut resp = match sent {
+        // A body still arriving when the response timeout runs out is the client's
+        // delay, not the upstream's: 408, counted as a body timeout.
+        Err(_) if upload.cut_unfinished(stats) => return Err(refuse(Reject::BodyTimeout)),
         Err(_) => {
             upstream_result("timeout");
             return Err(refuse(Reject::UpstreamTimeout));
@@ -1209,7 +1247,12 @@ async fn proxy(
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers);
     rparts.version = Version::HTTP_11;
-    Ok(Response::from_parts(rparts, rbody.boxed()))
+    let body = if rbody.is_end_stream() {
+        rbody.boxed()
+    } else {
+        ctx.sends.track(rbody.boxed(), Some(hold)).boxed()
+    };
+    Ok(Response::from_parts(rparts, body))
 }
 
 async fn tunnel(

@@ -126,17 +126,22 @@ allow = ["10.0.0.0/33"]
 name = "plain"
 listen = "127.0.0.1:0"
 protocol = "tcp"
+backlog = 0
 [listener.limits]
 max_connections = 0
 max_uri_bytes = 10
+send_timeout_ms = 5
 
 [[listener]]
 name = "web"
 listen = "127.0.0.1:0"
 protocol = "http"
+backlog = 70000
 [listener.limits]
 max_header_bytes = 100
 rate_per_source = { requests = 5, per_seconds = 0 }
+send_timeout_ms = 0
+max_upstream_requests_per_source = 0
 
 [[route]]
 name = "tcp"
@@ -165,6 +170,11 @@ allow = ["::/0"]
         "listener[0].limits.max_uri_bytes: `max_uri_bytes` applies to HTTP listeners",
         "listener[1].limits.max_header_bytes: must be at least 8192",
         "listener[1].limits.rate_per_source: expected requests",
+        "listener[0].backlog: expected 1 to 65535",
+        "listener[1].backlog: expected 1 to 65535",
+        "listener[0].limits.send_timeout_ms: `send_timeout_ms` applies to HTTP listeners",
+        "listener[1].limits.send_timeout_ms: must be at least 1",
+        "listener[1].limits.max_upstream_requests_per_source: must be at least 1",
         "route[0].limits: `limits` applies to HTTP routes",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");

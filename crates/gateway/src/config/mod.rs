@@ -175,6 +175,9 @@ pub struct Listener {
     pub trusted_proxies: CidrSet,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// The listen queue: connections the kernel completes before the gateway accepts
+    /// them (capped by the kernel's `net.core.somaxconn`).
+    pub backlog: u32,
     /// Connection, slow-client, size, HTTP/2 and rate limits.
     pub limits: ListenerLimits,
     /// Its routes.
@@ -512,6 +515,11 @@ fn providers(
     out
 }
 
+/// A listener's listen queue unless it says otherwise.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// The largest listen queue accepted (the kernel caps it lower still).
+const MAX_BACKLOG: u32 = 65_535;
+
 /// A listener being built: routes are added as they are read.
 struct PendingListener {
     name: String,
@@ -520,6 +528,7 @@ struct PendingListener {
     tls: Option<TlsSpec>,
     trusted_proxies: CidrSet,
     handshake_timeout: Duration,
+    backlog: u32,
     limits: ListenerLimits,
     span: Range<usize>,
     path: String,
@@ -640,6 +649,22 @@ fn listener(
         );
     }
     let tls_failed = protocol.is_some_and(Protocol::is_tls) && tls.is_none();
+    let backlog = match &raw.backlog {
+        None => DEFAULT_BACKLOG,
+        Some(b) => match u32::try_from(*b.get_ref()) {
+            Ok(n @ 1..=MAX_BACKLOG) => n,
+            _ => {
+                d.at_value(
+                    b,
+                    join(path, "backlog"),
+                    format!(
+                        "expected 1 to {MAX_BACKLOG} (the kernel caps it at net.core.somaxconn)"
+                    ),
+                );
+                DEFAULT_BACKLOG
+            }
+        },
+    };
     let limits = limits::listener_limits(
         raw.limits.as_ref(),
         path,
@@ -655,6 +680,7 @@ fn listener(
         tls,
         trusted_proxies: CidrSet::new(nets),
         handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.unwrap_or(10_000)),
+        backlog,
         limits,
         span,
         path: path.to_string(),
@@ -1192,6 +1218,7 @@ fn finish_listener(l: PendingListener, d: &mut Diagnostics<'_>) -> Option<Listen
         tls: l.tls,
         trusted_proxies: l.trusted_proxies,
         handshake_timeout: l.handshake_timeout,
+        backlog: l.backlog,
         limits: l.limits,
         routes,
     })
