@@ -368,16 +368,21 @@ async fn shutdown_writes_the_events_of_the_http2_streams_it_cuts() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    // /slow answers after 3 s; /stream streams for 3 s.
-    let slow = tokio::spawn({
-        let h2 = h2.clone();
-        async move { h2.get(format!("http://{web}/slow")).send().await }
-    });
+    // /slow answers after 3 s; /stream streams for 3 s. Several slow streams: each
+    // one's event is a chance to be lost when the flush does not wait for it.
+    const SLOW: usize = 16;
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let h2 = h2.clone();
+            tokio::spawn(async move { h2.get(format!("http://{web}/slow")).send().await })
+        })
+        .collect();
     let mut stream = h2.get(format!("http://{web}/stream")).send().await.unwrap();
     assert_eq!(stream.version(), http::Version::HTTP_2);
     assert!(stream.chunk().await.unwrap().is_some());
     let metrics = format!("http://{}/metrics", gw.admin_addr());
-    support::eventually(10, "the slow request in flight", || async {
+    let in_flight = format!(" {SLOW}");
+    support::eventually(10, "the slow requests in flight", || async {
         let text = client()
             .get(&metrics)
             .send()
@@ -390,25 +395,27 @@ async fn shutdown_writes_the_events_of_the_http2_streams_it_cuts() {
             .any(|l| {
                 l.starts_with("intraport_http_requests_in_flight{")
                     && l.contains("route=\"slow\"")
-                    && l.ends_with(" 1")
+                    && l.ends_with(&in_flight)
             })
             .then_some(())
     })
     .await;
 
     gw.shutdown(Duration::from_millis(300)).await;
-    assert!(slow.await.unwrap().is_err(), "the slow request was cut");
+    for r in slow {
+        assert!(r.await.unwrap().is_err(), "the slow request was cut");
+    }
     let stats = gw.audit_stats();
     assert_eq!(stats[0].dropped, 0, "{stats:?}");
     let events = audit_lines(&log);
     assert_eq!(stats[0].written, events.len() as u64, "{stats:?}");
-    for path in ["/slow", "/stream"] {
-        let e = events
-            .iter()
-            .find(|e| e["url"]["path"] == path)
-            .unwrap_or_else(|| panic!("no event of {path}: {events:#?}"));
-        assert_eq!(e["event"]["outcome"], "failure", "{e:#}");
-        assert_eq!(e["event"]["reason"], "shutdown", "{e:#}");
-        assert_eq!(e["http"]["version"], "2", "{e:#}");
+    for (path, count) in [("/slow", SLOW), ("/stream", 1)] {
+        let of: Vec<_> = events.iter().filter(|e| e["url"]["path"] == path).collect();
+        assert_eq!(of.len(), count, "{path}: {events:#?}");
+        for e in of {
+            assert_eq!(e["event"]["outcome"], "failure", "{e:#}");
+            assert_eq!(e["event"]["reason"], "shutdown", "{e:#}");
+            assert_eq!(e["http"]["version"], "2", "{e:#}");
+        }
     }
 }
