@@ -12,8 +12,9 @@
 #           disks that fail: loop devices and small filesystems; network namespaces and
 #           mounts need root)
 #   npm     oidc-provider into tests/idp (a real OpenID Certified provider)
-#   PyPI    msal (Microsoft's client library), mitmproxy and pydantic-ocsf (the OCSF
-#           schema's models, which check the audit log's OCSF events) into .venv
+#   PyPI    msal (Microsoft's client library), mitmproxy, pydantic-ocsf (the OCSF
+#           schema's models, which check the audit log's OCSF events) and pyjwt (an
+#           outside JWT library minting the hostile tokens of crates/token/tests) into .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +33,8 @@ if [[ ! -d tests/idp/node_modules/oidc-provider ]]; then
   npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 fi
 
-py_reqs=(msal mitmproxy pydantic-ocsf==3.0.0)
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import msal, mitmproxy, ocsf.v1_7_0' 2>/dev/null; then
+py_reqs=(msal mitmproxy pydantic-ocsf==3.0.0 pyjwt)
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import msal, mitmproxy, ocsf.v1_7_0, jwt' 2>/dev/null; then
   echo "test.sh: creating .venv with ${py_reqs[*]}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${py_reqs[@]}"

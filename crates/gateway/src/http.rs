@@ -1024,7 +1024,13 @@ async fn proxy(
                         )))
                     })?;
                 let started = Instant::now();
-                let result = provider.validate(token).await;
+                let result = provider.validate(token).await.and_then(|i| {
+                    if route.allow_acl_tokens {
+                        Ok(i)
+                    } else {
+                        intraport_token::require_scope_or_role(&i).map(|()| i)
+                    }
+                });
                 let took = started.elapsed();
                 trace.auth = Some(took);
                 metrics

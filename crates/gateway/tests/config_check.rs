@@ -182,6 +182,72 @@ allow = ["::/0"]
     assert!(errors.iter().all(|e| e.line > 0), "{shown}");
 }
 
+#[test]
+fn allow_acl_tokens_is_an_http_route_option() {
+    let pki = Pki::new();
+    let text = r#"[[provider]]
+name = "entra"
+issuer = "https://login.microsoftonline.com/7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b/v2.0"
+jwks = "keys.json"
+audiences = ["api://a"]
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+
+[[route]]
+name = "acl"
+listener = "web"
+path_prefix = "/acl"
+upstream = "http://127.0.0.1:1"
+provider = "entra"
+allow_acl_tokens = true
+[route.source]
+allow = ["::/0"]
+[route.require]
+app_ids = ["5a0c7e2b-9d1f-4c3a-b6e8-2f4d6a8c0e1b"]
+
+[[route]]
+name = "default"
+listener = "web"
+upstream = "http://127.0.0.1:1"
+provider = "entra"
+[route.source]
+allow = ["::/0"]
+"#;
+    let cfg = Config::from_toml_str(text, &pki.dir).unwrap_or_else(|e| panic!("{}", show(&e)));
+    let intraport_gateway::config::Routes::Http { routes, .. } = &cfg.listeners[0].routes else {
+        panic!("an HTTP listener");
+    };
+    let acl: Vec<(&str, bool)> = routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.allow_acl_tokens))
+        .collect();
+    assert!(acl.contains(&("acl", true)), "{acl:?}");
+    assert!(acl.contains(&("default", false)), "{acl:?}");
+
+    // Not on a TCP route, where no token is read.
+    let tcp = r#"[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+
+[[route]]
+name = "tcp"
+listener = "plain"
+upstream = "127.0.0.1:1"
+allow_acl_tokens = true
+[route.source]
+allow = ["::/0"]
+"#;
+    let shown = show(&Config::from_toml_str(tcp, &pki.dir).unwrap_err());
+    assert!(
+        shown.contains("route[0].allow_acl_tokens: `allow_acl_tokens` applies to HTTP routes"),
+        "{shown}"
+    );
+}
+
 const BROKEN: &str = r#"[server]
 worker_threads = 0
 colour = "blue"

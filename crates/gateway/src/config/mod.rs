@@ -132,6 +132,9 @@ pub struct HttpRoute {
     pub provider: Option<usize>,
     /// Remove `Authorization` before forwarding.
     pub strip_authorization: bool,
+    /// Accept tokens with neither `scp` nor `roles` (the ACL mode: the route
+    /// authorises callers by who they are, e.g. `app_ids`); refused by default.
+    pub allow_acl_tokens: bool,
     /// Overrides of the listener's limits.
     pub limits: RouteLimits,
 }
@@ -1211,6 +1214,7 @@ fn route(
             policy,
             provider,
             strip_authorization: raw.strip_authorization.unwrap_or(false),
+            allow_acl_tokens: raw.allow_acl_tokens.unwrap_or(false),
             limits: route_limits,
         });
         if let Err(e) = crate::upstream::check(&r) {
@@ -1230,6 +1234,7 @@ fn route(
             ("upstream_ca", raw.upstream_ca.is_some()),
             ("response_timeout_ms", raw.response_timeout_ms.is_some()),
             ("strip_authorization", raw.strip_authorization.is_some()),
+            ("allow_acl_tokens", raw.allow_acl_tokens.is_some()),
             ("limits", raw.limits.is_some()),
         ] {
             if present {

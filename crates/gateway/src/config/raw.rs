@@ -69,6 +69,7 @@ pub struct RawRoute {
     pub identity: Option<Spanned<String>>,
     pub provider: Option<Spanned<String>>,
     pub strip_authorization: Option<bool>,
+    pub allow_acl_tokens: Option<bool>,
     pub source: Option<RawSource>,
     pub require: Option<RawRequire>,
     pub limits: Option<RawRouteLimits>,
