@@ -17,7 +17,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use intraport_limits::{AbuseStats, RateDecision};
 use intraport_policy::forward::{self, HopByHop};
 use intraport_policy::{CertIdentity, Denial, DenyReason, IdentityRequirement, PathError};
@@ -143,6 +143,23 @@ impl Drop for RequestGuard {
         {
             self.ctx.reset_flood.cancel();
         }
+    }
+}
+
+/// hyper's executor for the HTTP/2 streams of a connection (each stream's request
+/// runs in a task of its own): the shutdown's task tracker, so that shutdown waits
+/// for streams cut at the grace deadline to end, and their events to be queued,
+/// before it flushes the audit sinks.
+#[derive(Clone)]
+struct StreamExecutor(tokio_util::task::TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
     }
 }
 
@@ -318,7 +335,8 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(StreamExecutor(shared.tracker.clone()));
     // The request-head timeout is ours (`Activity::head_overdue`): hyper's restarts
     // whenever it waits for a head, so a keep-alive connection quiet between requests
     // would be closed at the head timeout rather than the idle timeout.
@@ -685,11 +703,24 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let version = req.version();
-    let mut trace = RequestTrace::default();
+    let mut cut = CutByShutdown {
+        ctx,
+        rid: &rid,
+        method: &method,
+        path: uri.path(),
+        version,
+        started,
+        trace: RequestTrace::default(),
+        armed: shared.audit.is_some(),
+    };
     if shared.audit.is_some() {
-        trace.bytes_in = Some(Arc::new(AtomicU64::new(0)));
+        cut.trace.bytes_in = Some(Arc::new(AtomicU64::new(0)));
     }
-    let (mut resp, code, refusal) = match proxy(req, ctx, &rt, &rid, &mut trace).await {
+    let answer = proxy(req, ctx, &rt, &rid, &mut cut.trace).await;
+    // Answered (or refused): the event below is the request's.
+    cut.armed = false;
+    let trace = &cut.trace;
+    let (mut resp, code, refusal) = match answer {
         Ok(r) => (r, "forwarded", None),
         Err((route, reject)) => {
             if matches!(reject, Reject::Token(_) | Reject::Denied(_)) {
@@ -750,8 +781,14 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             audit.emit(event).await;
         } else {
             let (parts, body) = resp.into_parts();
-            let body =
-                AuditedBody::new(body, event, audit.clone(), trace.bytes_in.clone(), started);
+            let body = AuditedBody::new(
+                body,
+                event,
+                audit.clone(),
+                shared.clone(),
+                trace.bytes_in.clone(),
+                started,
+            );
             resp = Response::from_parts(parts, body.boxed());
         }
     }
@@ -759,6 +796,59 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
+}
+
+/// The event of a request still unanswered when the shutdown's grace period ends:
+/// the connection is closed and the request's future dropped, and this guard's
+/// `Drop` queues its event (outcome failure, reason `shutdown`, no status: none was
+/// sent) before the connection's task ends, so that the audit flush at shutdown has
+/// it. A request the client abandons is not recorded here (its connection's
+/// `connection-closed` event counts it).
+struct CutByShutdown<'a> {
+    ctx: &'a ConnCtx,
+    rid: &'a str,
+    method: &'a http::Method,
+    path: &'a str,
+    version: Version,
+    started: Instant,
+    trace: RequestTrace,
+    armed: bool,
+}
+
+impl Drop for CutByShutdown<'_> {
+    fn drop(&mut self) {
+        let shared = &self.ctx.shared;
+        let Some(audit) = &shared.audit else { return };
+        if !self.armed || !shared.kill.is_cancelled() {
+            return;
+        }
+        let mut e = self.trace.event(
+            &self.ctx.conn,
+            self.ctx.cert.as_deref(),
+            self.rid,
+            self.method,
+            self.path,
+            self.version,
+            0,
+            None,
+        );
+        if self.trace.rule.is_none() {
+            // Cut while still being decided, not forwarded.
+            e.action = Action::PolicyDecision;
+        }
+        e.outcome = Outcome::Failure;
+        e.reason = Some(Text::new_static("shutdown"));
+        if let Some(h) = e.http.as_mut() {
+            h.status = None;
+        }
+        e.bytes_in = self
+            .trace
+            .bytes_in
+            .as_ref()
+            .map(|b| b.load(Ordering::Relaxed));
+        e.durations.total = Some(self.started.elapsed());
+        audit.emit_detached(e);
+    }
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, TokenError> {
