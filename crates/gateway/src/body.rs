@@ -3,7 +3,8 @@
 //! Hand-written because `http-body-util`'s `Limited` counts bytes but has no timeout,
 //! and a client that sends a body a byte a minute must not hold an upstream request
 //! open forever. The errors are typed so that the proxy can answer 413 or 408 instead
-//! of a 502 when the upstream request fails because of them.
+//! of a 502 when the upstream request fails because of them, and 400 when the client's
+//! own body was not valid HTTP.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +38,26 @@ impl BodyLimit {
         while let Some(c) = cur {
             if let Some(l) = c.downcast_ref::<BodyLimit>() {
                 return Some(*l);
+            }
+            cur = c.source();
+        }
+        None
+    }
+}
+
+/// The client's body could not be read: not valid HTTP (a malformed chunk), or the
+/// connection ended inside it. The client's fault (400), not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+impl ClientBodyError {
+    /// The client's body error, if there is one somewhere in an error's chain.
+    pub fn find<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ClientBodyError> {
+        let mut cur: Option<&'e (dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            if let Some(b) = c.downcast_ref::<ClientBodyError>() {
+                return Some(b);
             }
             cur = c.source();
         }
@@ -173,7 +194,7 @@ impl Body for GuardedBody {
                 this.sleep.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => {
                 this.end.ended.store(true, Ordering::Release);
                 Poll::Ready(None)

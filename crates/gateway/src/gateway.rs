@@ -22,7 +22,6 @@ use intraport_limits::{
 };
 use intraport_token::{FetchGate, Provider};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -65,6 +64,10 @@ pub enum StartError {
     /// The configuration file is invalid (reload from file).
     #[error("invalid configuration ({} errors)", .0.len())]
     Config(Vec<ConfigError>),
+    /// The configuration has no listener: it would serve nothing, and as a reload it
+    /// would close every listener (an empty or truncated file, most likely).
+    #[error("the configuration has no listener: it would close every listener")]
+    NoListener,
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -100,7 +103,7 @@ impl ListenerStats {
 /// What an accepted connection of one listener needs, swapped whole on reload.
 pub(crate) struct ListenerRuntime {
     pub listener: Arc<Listener>,
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// The listener's name, for metric labels and events.
     pub name: Name,
     /// Each HTTP route's upstream client and name, by route name.
@@ -250,6 +253,50 @@ impl FetchGate for IdpGate {
                 );
                 false
             }
+        }
+    }
+}
+
+/// How often the watched configuration file is looked at.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How long a changed file must stay unchanged before it is read.
+const WATCH_SETTLE: Duration = Duration::from_secs(1);
+
+/// What tells one version of a file from the next without reading it: polling this is
+/// enough for a file edited by people or replaced by configuration management, and
+/// needs no platform API. The inode tells a file renamed into place from the old one
+/// even when size and time agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    len: u64,
+    inode: (u64, u64),
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            modified: m.modified().ok()?,
+            len: m.len(),
+            inode: (m.dev(), m.ino()),
+        })
+    }
+}
+
+/// Wait until the file's stamp has stayed the same for [`WATCH_SETTLE`]; the stamp
+/// it settled on (`None` while the file is missing: it waits for it to come back).
+async fn settle(path: &std::path::Path, mut last: Option<FileStamp>) -> Option<FileStamp> {
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(WATCH_POLL).await;
+        let now = FileStamp::of(path);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if now.is_some() && since.elapsed() >= WATCH_SETTLE {
+            return now;
         }
     }
 }
@@ -568,26 +615,31 @@ impl GatewayHandle {
     }
 
     fn spawn_file_watch(self: Arc<Self>, file: PathBuf) {
-        // Polling the modification time (and size) is enough for a file edited by
-        // people or replaced by configuration management, and needs no platform API.
-        let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        };
         let cancel = self.watch.clone();
         tokio::spawn(async move {
-            let mut seen = stamp(&file);
+            let mut seen = FileStamp::of(&file);
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = tokio::time::sleep(WATCH_POLL) => {}
                 }
-                let now = stamp(&file);
-                if now != seen && now.is_some() {
-                    seen = now;
-                    tracing::info!(file = %file.display(), "configuration file changed: reloading");
-                    let _ = self.reload_from_file().await;
+                let now = FileStamp::of(&file);
+                if now == seen || now.is_none() {
+                    continue;
                 }
+                // Changed: wait until it stops changing, so that a file still being
+                // written is not read half-way (a prefix of a configuration can be a
+                // valid configuration with fewer routes).
+                let settled = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    s = settle(&file, now) => s,
+                };
+                // What was read is this state or a later one: a change after it is
+                // seen at the next poll, so a file refused half-written is read again
+                // once its writer finishes.
+                seen = settled;
+                tracing::info!(file = %file.display(), "configuration file changed: reloading");
+                let _ = self.reload_from_file().await;
             }
         });
     }
@@ -595,6 +647,10 @@ impl GatewayHandle {
     async fn apply(&self, config: Config) -> Result<(), StartError> {
         if self.shared.drain.is_cancelled() {
             return Err(StartError::ShuttingDown);
+        }
+        // `load_config` refuses such a file; this holds for a `Config` built otherwise.
+        if config.listeners.is_empty() {
+            return Err(StartError::NoListener);
         }
         let mut control = self.control.lock().await;
         if config.admin_listen != self.admin_configured {
@@ -685,27 +741,12 @@ impl GatewayHandle {
             let holds = existing.map_or_else(UpstreamHolds::new, |s| s.holds.clone());
             let (acceptor, cert) = match &listener.tls {
                 Some(spec) => {
-                    let cert = ReloadingCert::load(&spec.cert, &spec.key).map_err(|message| {
-                        StartError::Setup {
+                    let (acceptor, cert) = tls::acceptor(spec, listener.protocol.is_http())
+                        .map_err(|message| StartError::Setup {
                             name: name.clone(),
                             message,
-                        }
-                    })?;
-                    let alpn: &[&[u8]] = if listener.protocol.is_http() {
-                        &[b"h2", b"http/1.1"]
-                    } else {
-                        &[]
-                    };
-                    let cfg = tls::server_config(spec, cert.clone(), alpn).map_err(|message| {
-                        StartError::Setup {
-                            name: name.clone(),
-                            message,
-                        }
-                    })?;
-                    (
-                        Some(TlsAcceptor::from(cfg)),
-                        Some((cert, spec.reload_interval)),
-                    )
+                        })?;
+                    (Some(acceptor), Some((cert, spec.reload_interval)))
                 }
                 None => (None, None),
             };

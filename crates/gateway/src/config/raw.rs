@@ -62,6 +62,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub hosts: Vec<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
+    pub case_sensitive: Option<bool>,
     pub upstream: Spanned<String>,
     pub upstream_ca: Option<Spanned<String>>,
     pub connect_timeout_ms: Option<u64>,
