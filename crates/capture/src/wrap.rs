@@ -76,6 +76,8 @@ pub(crate) struct Preamble {
     /// What refused the upgrade, when something did (a proxy's 407, a SOCKS
     /// failure, an LDAP resultCode).
     pub refusal: Option<String>,
+    /// Bytes of the buffer already scanned (whole messages).
+    scanned: usize,
 }
 
 impl Preamble {
@@ -84,12 +86,12 @@ impl Preamble {
         self.via
     }
 
-    /// Scan `buf` (the direction's bytes from its start); `client` says whether this
-    /// is the client's direction.
+    /// Scan `buf` (the direction's bytes from its start, growing from call to
+    /// call); `client` says whether this is the client's direction.
     pub fn scan(&mut self, buf: &[u8], client: bool) -> Step {
-        let mut pos = 0;
         loop {
-            let rest = &buf[pos..];
+            let pos = self.scanned;
+            let rest = buf.get(pos..).unwrap_or_default();
             let Some(&b0) = rest.first() else {
                 return Step::More;
             };
@@ -172,7 +174,7 @@ impl Preamble {
                     Err(e) => return Step::NotTls(e),
                 },
             };
-            pos += used;
+            self.scanned += used;
         }
     }
 
@@ -448,8 +450,13 @@ mod tests {
         let r = [5, 2, 1, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0, 80, 0x16, 3, 3];
         assert_eq!(s.scan(&r, false), Step::Tls(14));
         assert_eq!(s.via(), Some(Via::Socks5));
-        // A truncated reply waits for more.
+        // A truncated reply waits for more; messages that arrive one by one.
         assert_eq!(Preamble::default().scan(&r[..7], false), Step::More);
+        let mut s = Preamble::default();
+        assert_eq!(s.scan(&r[..2], false), Step::More);
+        assert_eq!(s.scan(&r[..4], false), Step::More);
+        assert_eq!(s.scan(&r[..9], false), Step::More);
+        assert_eq!(s.scan(&r, false), Step::Tls(14));
     }
 
     #[test]
