@@ -479,7 +479,10 @@ fn chain_findings(
             Found::None if upper.exact().is_some() => true,
             Found::None => match upper.first_owners(&mut budget) {
                 Ok(Some(owners)) => {
+                    // The rule whose subtraction passed the bound is in both.
                     covering.extend(owners);
+                    covering.sort_unstable();
+                    covering.dedup();
                     true
                 }
                 Ok(None) | Err(GaveUp) => {
