@@ -195,6 +195,33 @@ fn offline_verification_against_a_saved_key_set_at_a_given_time() {
         .unwrap();
     assert!(status.success(), "curl could not fetch {keys_url}");
     let token = dev.s("token");
+    // A v1 token of the same tenant (client credentials at the v1 endpoint).
+    let got = run(
+        &[
+            "token",
+            "get",
+            "--authority",
+            &dev.s("authority"),
+            "--tenant",
+            &dev.s("tenant_id"),
+            "--client-id",
+            DEMO_CLIENT,
+            "--client-secret",
+            "demo-client-secret",
+            "--resource",
+            "api://intraport-demo",
+            "--ca",
+            &dev.s("ca_file"),
+            "--raw",
+        ],
+        None,
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let v1_token = String::from_utf8(got.stdout).unwrap().trim().to_string();
     let issuer = format!("{}/{}/v2.0", dev.s("authority"), dev.s("tenant_id"));
     let base = [
         "token",
@@ -210,6 +237,7 @@ fn offline_verification_against_a_saved_key_set_at_a_given_time() {
         "--format",
         "json",
     ];
+    let dev_tenant = dev.s("tenant_id");
     drop(dev); // offline: the issuer is gone
     let out = run(&[&base[..], &["-"]].concat(), Some(&token));
     assert_eq!(
@@ -226,6 +254,16 @@ fn offline_verification_against_a_saved_key_set_at_a_given_time() {
     let out = run(&[&base[..], &["--now", &later, "-"]].concat(), Some(&token));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_of(&out)["error"]["code"], "expired");
+    // The v1 token against the v1 issuer and the same saved keys, which Entra (and the
+    // dev issuer) publish with the v2 form of the issuer: valid, not wrong_issuer.
+    let v1_issuer = format!("https://sts.windows.net/{}/", dev_tenant);
+    let mut v1_args = base.to_vec();
+    v1_args[3] = v1_issuer.as_str();
+    let out = run(&[&v1_args[..], &["-"]].concat(), Some(&v1_token));
+    let doc = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    assert_eq!(doc["claims"]["ver"], "1.0");
+    assert_eq!(doc["claims"]["iss"], v1_issuer.as_str());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -168,10 +168,19 @@ async fn token_failures_are_401_with_their_code() {
             "unsupported_alg",
             m.sign(&json!({"alg": "HS256", "kid": m.kid}), &m.claims()),
         ),
-        (
-            "unknown_kid",
-            m.sign(&json!({"alg": "RS256", "kid": "nobody"}), &m.claims()),
-        ),
+        // An unpublished kid, and a signature no published key verifies (the keys
+        // are tried when the kid names none of them).
+        ("unknown_kid", {
+            let mut t = m.sign(&json!({"alg": "RS256", "kid": "nobody"}), &m.claims());
+            let dot = t.rfind('.').unwrap();
+            let flip = if &t[dot + 1..dot + 3] == "AA" {
+                "BB"
+            } else {
+                "AA"
+            };
+            t.replace_range(dot + 1..dot + 3, flip);
+            t
+        }),
         ("bad_signature", tampered),
         (
             "expired",
@@ -194,6 +203,8 @@ async fn token_failures_are_401_with_their_code() {
             m.with(json!({"tid": "99999999-9999-4999-8999-999999999999"})),
         ),
         ("missing_claim", m.with(json!({"exp": null}))),
+        // Neither scp nor roles: refused before the route's policy is asked.
+        ("no_scope_or_role", m.with(json!({"roles": null}))),
     ];
     for (code, token) in cases {
         let (status, challenge, body) = send(c.get(env.url("/api")).bearer_auth(&token)).await;
@@ -205,6 +216,18 @@ async fn token_failures_are_401_with_their_code() {
         );
         assert_eq!(body["error"], code);
     }
+    // A route in the ACL mode (`allow_acl_tokens`) takes that token, and decides by
+    // who the caller is.
+    let acl = m.with(json!({"roles": null}));
+    let (status, _, body) = send(c.get(env.url("/acl")).bearer_auth(&acl)).await;
+    assert_eq!(status, 200, "{body}");
+    let other_app = m.with(json!({"roles": null, "azp": "0d6a7c1e-0000-4000-8000-000000000001"}));
+    let (status, _, body) = send(c.get(env.url("/acl")).bearer_auth(&other_app)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("app_not_allowed")),
+        "{body}"
+    );
     // Two Authorization headers.
     let (status, _, body) = send(
         c.get(env.url("/api"))

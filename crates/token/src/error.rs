@@ -12,7 +12,8 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// Not a compact JWS with base64url parts and JSON objects, or a header trick.
+    /// Not a compact JWS with base64url parts and JSON objects (UTF-8, no key twice),
+    /// a header trick, or a claim of the wrong type or out of range.
     Malformed,
     /// Larger than the configured size cap.
     TooLarge,
@@ -22,7 +23,7 @@ pub enum ErrorCode {
     UnknownKid,
     /// The signature does not verify with the issuer's key.
     BadSignature,
-    /// `exp` (plus clock skew) is in the past.
+    /// `exp` (plus clock skew) is in the past, or before `nbf`.
     Expired,
     /// `nbf` or `iat` (less clock skew) is in the future.
     NotYetValid,
@@ -32,15 +33,18 @@ pub enum ErrorCode {
     WrongAudience,
     /// `tid` is not in the tenant allowlist.
     TenantNotAllowed,
-    /// A claim the validation needs is absent or of the wrong type.
+    /// A claim the validation needs is absent.
     MissingClaim,
     /// No key set has ever been loaded for the issuer: fail closed.
     JwksUnavailable,
+    /// Neither `scp` nor `roles`: no permission was granted to the caller (refused
+    /// unless the route authorises by identity alone, `allow_acl_tokens`).
+    NoScopeOrRole,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
         ErrorCode::UnsupportedAlg,
@@ -53,6 +57,7 @@ impl ErrorCode {
         ErrorCode::TenantNotAllowed,
         ErrorCode::MissingClaim,
         ErrorCode::JwksUnavailable,
+        ErrorCode::NoScopeOrRole,
     ];
 
     /// The code as it appears in JSON, headers and metric labels.
@@ -70,6 +75,7 @@ impl ErrorCode {
             ErrorCode::TenantNotAllowed => "tenant_not_allowed",
             ErrorCode::MissingClaim => "missing_claim",
             ErrorCode::JwksUnavailable => "jwks_unavailable",
+            ErrorCode::NoScopeOrRole => "no_scope_or_role",
         }
     }
 }

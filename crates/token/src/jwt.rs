@@ -7,16 +7,16 @@
 //! (`jwk`, `jku`, `x5u`, `x5c`) and unknown `crit` extensions are refused, Entra's
 //! signing-key `issuer` binding is enforced, and keys are pre-parsed once per key set.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::claims::{Identity, RawClaims};
 use crate::error::{ErrorCode, TokenError};
 use crate::issuer::IssuerMatch;
+use crate::json::{self, shown};
 use crate::keys::{Algorithm, VerifyingKey};
 
 /// What every validation of a provider checks besides the signature.
@@ -49,23 +49,6 @@ impl Default for Policy {
     }
 }
 
-#[derive(Deserialize)]
-struct RawHeader<'a> {
-    #[serde(borrow)]
-    alg: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    kid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    x5t: Option<Cow<'a, str>>,
-    crit: Option<serde_json::Value>,
-    jwk: Option<serde_json::Value>,
-    jku: Option<serde_json::Value>,
-    x5u: Option<serde_json::Value>,
-    x5c: Option<serde_json::Value>,
-    #[serde(borrow)]
-    enc: Option<Cow<'a, str>>,
-}
-
 /// A token whose structure is sound but whose signature is not yet checked.
 /// Nothing in it may be trusted except to choose the issuer and the key.
 #[derive(Debug)]
@@ -86,6 +69,32 @@ impl Parsed {
     /// The key id to report: `kid`, else `x5t`.
     pub fn key_id(&self) -> Option<&str> {
         self.kid.as_deref().or(self.x5t.as_deref())
+    }
+
+    /// The key id for a message: quoted, cut when long (it is attacker-chosen).
+    pub fn shown_key_id(&self) -> String {
+        self.key_id().map_or_else(|| "(none)".to_string(), shown)
+    }
+
+    /// Whether `key` verifies this token's signature with the header's algorithm
+    /// (the search for a key when the header names none that is published).
+    pub fn signed_by(&self, token: &str, key: &VerifyingKey) -> bool {
+        token
+            .as_bytes()
+            .get(..self.signing_input_len)
+            .is_some_and(|input| key.verify(self.alg, input, &self.signature))
+    }
+}
+
+/// A header parameter that must be a string when present.
+fn header_string(header: &Map<String, Value>, name: &str) -> Result<Option<String>, TokenError> {
+    match header.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(malformed(format!(
+            "the header's `{name}` must be a string, found a {}",
+            json::kind(other)
+        ))),
     }
 }
 
@@ -121,43 +130,37 @@ pub fn parse(token: &str, policy: &Policy) -> Result<Parsed, TokenError> {
         ));
     };
     let header_bytes = decode_part(h, "header")?;
-    let header: RawHeader<'_> = serde_json::from_slice(&header_bytes)
-        .map_err(|e| malformed(format!("the header is not a JSON object: {e}")))?;
-    for (name, present) in [
-        ("jwk", header.jwk.is_some()),
-        ("jku", header.jku.is_some()),
-        ("x5u", header.x5u.is_some()),
-        ("x5c", header.x5c.is_some()),
-    ] {
-        if present {
+    let header = json::object(&header_bytes, "header").map_err(malformed)?;
+    for name in ["jwk", "jku", "x5u", "x5c"] {
+        if header.contains_key(name) {
             return Err(malformed(format!(
                 "the header carries `{name}`: keys are only ever taken from the issuer's published key set"
             )));
         }
     }
-    if let Some(crit) = &header.crit {
+    if let Some(crit) = header.get("crit") {
         // RFC 7515 4.1.11: a recipient that does not understand a critical extension
         // must reject the token. We understand none.
         return Err(malformed(format!(
-            "the header marks extensions critical ({crit}); none are supported"
+            "the header marks extensions critical ({}); none are supported",
+            shown(&crit.to_string())
         )));
     }
-    if header.enc.is_some() {
+    if header.contains_key("enc") {
         return Err(malformed(
             "the header has `enc`: encrypted tokens are not accepted",
         ));
     }
-    let alg_name = header
-        .alg
-        .as_deref()
-        .ok_or_else(|| malformed("the header has no `alg`"))?;
-    let alg = Algorithm::from_name(alg_name)
+    let alg_name =
+        header_string(&header, "alg")?.ok_or_else(|| malformed("the header has no `alg`"))?;
+    let alg = Algorithm::from_name(&alg_name)
         .filter(|a| policy.algorithms.contains(a))
         .ok_or_else(|| {
             TokenError::new(
                 ErrorCode::UnsupportedAlg,
                 format!(
-                    "algorithm {alg_name:?} is not allowed (allowed: {})",
+                    "algorithm {} is not allowed (allowed: {})",
+                    shown(&alg_name),
                     policy
                         .algorithms
                         .iter()
@@ -167,17 +170,18 @@ pub fn parse(token: &str, policy: &Policy) -> Result<Parsed, TokenError> {
                 ),
             )
         })?;
+    let kid = header_string(&header, "kid")?;
+    let x5t = header_string(&header, "x5t")?;
     let payload = decode_part(p, "payload")?;
-    let claims: RawClaims = serde_json::from_slice(&payload)
-        .map_err(|e| malformed(format!("the payload is not a JSON object of claims: {e}")))?;
+    let claims = RawClaims::from_object(&json::object(&payload, "payload").map_err(malformed)?)?;
     let signature = decode_part(s, "signature")?;
     if signature.is_empty() {
         return Err(malformed("the signature is empty"));
     }
     Ok(Parsed {
         alg,
-        kid: header.kid.map(Cow::into_owned),
-        x5t: header.x5t.map(Cow::into_owned),
+        kid,
+        x5t,
         claims,
         signing_input_len: h.len() + 1 + p.len(),
         signature,
@@ -208,9 +212,9 @@ pub fn verify(
         return Err(TokenError::new(
             ErrorCode::UnsupportedAlg,
             format!(
-                "the header says {} but key {:?} is fixed to {}",
+                "the header says {} but key {} is fixed to {}",
                 parsed.alg,
-                parsed.key_id().unwrap_or("?"),
+                key.shown_id(),
                 key.pinned_alg
                     .map(|a| a.as_str())
                     .unwrap_or("another key type")
@@ -228,7 +232,7 @@ pub fn verify(
     {
         return Err(TokenError::new(
             ErrorCode::WrongIssuer,
-            format!("`tid` {t:?} is not a GUID"),
+            format!("`tid` {} is not a GUID", shown(t)),
         ));
     }
     if policy.require_tenant && tid.is_none() {
@@ -237,7 +241,11 @@ pub fn verify(
     if !issuer.matches(iss, tid) {
         return Err(TokenError::new(
             ErrorCode::WrongIssuer,
-            format!("`iss` {iss:?} does not match {issuer} for tid {tid:?}"),
+            format!(
+                "`iss` {} does not match {issuer} for tid {}",
+                shown(iss),
+                tid.map_or_else(|| "(none)".to_string(), shown)
+            ),
         ));
     }
     // The issuer's tenant segment (Entra: https://host/{tid}/...) must be the `tid`.
@@ -255,13 +263,19 @@ pub fn verify(
         let ok = bound.matches(iss, tid)
             || v2_equivalent.is_some_and(|v2| {
                 tid.is_some_and(|t| bound.resolve(t) == v2.resolve(t) && bound.resolve(t).is_some())
+            })
+            || tid.is_some_and(|t| {
+                bound
+                    .resolve(t)
+                    .is_some_and(|k| crate::issuer::v1_token_fits_v2_key(iss, &k, t))
             });
         if !ok {
             return Err(TokenError::new(
                 ErrorCode::WrongIssuer,
                 format!(
-                    "key {:?} is published for issuer {key_issuer:?}, not for {iss:?}",
-                    parsed.key_id().unwrap_or("?")
+                    "key {} is published for issuer {key_issuer:?}, not for {}",
+                    key.shown_id(),
+                    shown(iss)
                 ),
             ));
         }
@@ -274,9 +288,9 @@ pub fn verify(
         return Err(TokenError::new(
             ErrorCode::BadSignature,
             format!(
-                "the {} signature does not verify with key {:?}",
+                "the {} signature does not verify with key {}",
                 parsed.alg,
-                parsed.key_id().unwrap_or("?")
+                key.shown_id()
             ),
         ));
     }
@@ -285,6 +299,15 @@ pub fn verify(
     let exp = claims
         .exp
         .ok_or_else(|| TokenError::new(ErrorCode::MissingClaim, "no numeric `exp` claim"))?;
+    if let Some(nbf) = claims.nbf
+        && nbf > exp
+    {
+        // Microsoft refuses this too (IDX10224, an invalid lifetime), skew or not.
+        return Err(TokenError::new(
+            ErrorCode::Expired,
+            format!("`nbf` {nbf} is after `exp` {exp}: the token is never valid"),
+        ));
+    }
     if exp.saturating_add(skew) <= now {
         return Err(TokenError::new(
             ErrorCode::Expired,
@@ -305,6 +328,7 @@ pub fn verify(
             ),
         ));
     }
+    // Stricter than Microsoft, which reads `iat` but never checks it.
     if let Some(iat) = claims.iat
         && iat > now.saturating_add(skew)
     {
@@ -324,8 +348,9 @@ pub fn verify(
         return Err(TokenError::new(
             ErrorCode::WrongAudience,
             format!(
-                "`aud` {:?} is none of the accepted audiences {:?}",
-                audiences, policy.audiences
+                "`aud` {} is none of the accepted audiences {:?}",
+                shown(&audiences.join(", ")),
+                policy.audiences
             ),
         ));
     };
@@ -343,8 +368,26 @@ pub fn verify(
             ));
         }
     }
-    let kid = parsed.key_id().map(str::to_string);
+    // The key's own id: what the verified-token cache finds it by again, also when the
+    // header named no published key and the key was found by its signature.
+    let kid = key.kid.clone().or_else(|| key.x5t.clone());
     Ok(Identity::from_claims(parsed.claims, aud, kid, exp))
+}
+
+/// Refuse a token that carries neither a scope (`scp`) nor an app role (`roles`), as a
+/// web API behind Microsoft.Identity.Web does by default (IDW10201): any application
+/// of a tenant can get a token for any API of it, and such a token only says who the
+/// caller is, not that anyone granted it access. Routes that authorise callers by
+/// their identity alone (Identity.Web's `AllowWebApiToBeAuthorizedByACL`) skip this.
+pub fn require_scope_or_role(identity: &Identity) -> Result<(), TokenError> {
+    if identity.scopes.is_empty() && identity.roles.iter().all(|r| r.trim().is_empty()) {
+        return Err(TokenError::new(
+            ErrorCode::NoScopeOrRole,
+            "the token carries neither `scp` nor `roles`: no permission was granted to \
+             the caller (a route authorising by identity alone needs allow_acl_tokens)",
+        ));
+    }
+    Ok(())
 }
 
 /// The first path segment of an issuer URL (`https://host/{seg}/...`).

@@ -13,6 +13,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
+use crate::json::{kind, shown};
+
 /// A signature algorithm this crate can verify.
 ///
 /// Only asymmetric algorithms exist here: `none` and the HMAC family cannot even be
@@ -96,6 +98,14 @@ impl fmt::Debug for VerifyingKey {
 }
 
 impl VerifyingKey {
+    /// The key's id for messages (`kid`, else `x5t`), quoted and cut when long.
+    pub fn shown_id(&self) -> String {
+        self.kid
+            .as_deref()
+            .or(self.x5t.as_deref())
+            .map_or_else(|| "(no kid)".to_string(), shown)
+    }
+
     /// Whether this key may verify `alg` (its type and its pinned `alg` decide).
     pub fn admits(&self, alg: Algorithm) -> bool {
         self.parsed.iter().any(|(a, _)| *a == alg)
@@ -115,10 +125,10 @@ impl VerifyingKey {
     }
 }
 
-#[derive(Deserialize)]
+/// The members of a JWK this crate reads, each a string when present.
+#[derive(Default)]
 struct RawJwk {
     kty: Option<String>,
-    #[serde(rename = "use")]
     use_: Option<String>,
     key_ops: Option<Vec<String>>,
     kid: Option<String>,
@@ -132,9 +142,52 @@ struct RawJwk {
     issuer: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RawJwks {
-    keys: Vec<serde_json::Value>,
+impl RawJwk {
+    /// Read a key; a member of the wrong type makes the key unusable, named.
+    fn from_value(value: &serde_json::Value) -> Result<RawJwk, String> {
+        let serde_json::Value::Object(map) = value else {
+            return Err(format!("a JSON {}, not a key object", kind(value)));
+        };
+        let string = |name: &str| -> Result<Option<String>, String> {
+            match map.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(format!(
+                    "`{name}` must be a string, found a {}",
+                    kind(other)
+                )),
+            }
+        };
+        let key_ops = match map.get("key_ops") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Array(ops)) => Some(
+                ops.iter()
+                    .map(|o| o.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("`key_ops` must be an array of strings")?,
+            ),
+            Some(other) => {
+                return Err(format!(
+                    "`key_ops` must be an array of strings, found a {}",
+                    kind(other)
+                ));
+            }
+        };
+        Ok(RawJwk {
+            kty: string("kty")?,
+            use_: string("use")?,
+            key_ops,
+            kid: string("kid")?,
+            x5t: string("x5t")?,
+            alg: string("alg")?,
+            n: string("n")?,
+            e: string("e")?,
+            crv: string("crv")?,
+            x: string("x")?,
+            y: string("y")?,
+            issuer: string("issuer")?,
+        })
+    }
 }
 
 /// A loaded key set: keys indexed by `kid` and `x5t`.
@@ -146,17 +199,35 @@ pub struct KeySet {
     /// Keys of the document that were skipped (encryption keys, unsupported types),
     /// with the reason, for diagnostics.
     pub skipped: Vec<String>,
+    /// Why the skipped keys that have a `kid` were skipped, by `kid`: a token naming
+    /// one is told why its key is refused rather than that it is unknown.
+    skipped_by_kid: HashMap<String, String>,
 }
 
 impl KeySet {
     /// Parse a JWKS document. Keys for other uses or of unsupported types are skipped
     /// (and listed in `skipped`); a document with no usable key is an error.
     pub fn from_json(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, String> {
-        let raw: RawJwks =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a JWKS document: not valid JSON: {e}"))?;
+        let keys = match doc.get("keys") {
+            Some(serde_json::Value::Array(keys)) => keys,
+            Some(other) => {
+                return Err(format!(
+                    "not a JWKS document: `keys` is a {}, not an array",
+                    kind(other)
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "not a JWKS document: a JSON {} without `keys`",
+                    kind(&doc)
+                ));
+            }
+        };
         let mut set = KeySet::default();
-        for (i, value) in raw.keys.into_iter().enumerate() {
-            let jwk: RawJwk = match serde_json::from_value(value) {
+        for (i, value) in keys.iter().enumerate() {
+            let jwk = match RawJwk::from_value(value) {
                 Ok(j) => j,
                 Err(e) => {
                     set.skipped.push(format!("keys[{i}]: {e}"));
@@ -165,9 +236,13 @@ impl KeySet {
             };
             match parse_jwk(&jwk, allowed) {
                 Ok(key) => set.insert(key),
-                Err(why) => set
-                    .skipped
-                    .push(format!("keys[{i}] (kid {:?}): {why}", jwk.kid)),
+                Err(why) => {
+                    let kid = jwk.kid.as_deref().map_or_else(|| "(none)".into(), shown);
+                    set.skipped.push(format!("keys[{i}] (kid {kid}): {why}"));
+                    if let Some(k) = jwk.kid {
+                        set.skipped_by_kid.entry(k).or_insert(why);
+                    }
+                }
             }
         }
         if set.keys.is_empty() {
@@ -226,6 +301,16 @@ impl KeySet {
         self.by_x5t.get(x5t).and_then(|&i| self.keys.get(i))
     }
 
+    /// Why the published key `kid` is not usable, when it was skipped.
+    pub fn skipped_reason(&self, kid: &str) -> Option<&str> {
+        self.skipped_by_kid.get(kid).map(String::as_str)
+    }
+
+    /// The usable keys that admit `alg`, in the document's order.
+    pub fn admitting(&self, alg: Algorithm) -> impl Iterator<Item = &Arc<VerifyingKey>> {
+        self.keys.iter().filter(move |k| k.admits(alg))
+    }
+
     /// How many usable keys the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -240,6 +325,15 @@ impl KeySet {
     pub fn kids(&self) -> Vec<String> {
         self.keys.iter().filter_map(|k| k.kid.clone()).collect()
     }
+}
+
+/// The size of an RSA modulus in bits (big-endian bytes, leading zeros ignored).
+fn rsa_bits(n: &[u8]) -> usize {
+    let n = match n.iter().position(|b| *b != 0) {
+        Some(i) => &n[i..],
+        None => return 0,
+    };
+    n.len() * 8 - n[0].leading_zeros() as usize
 }
 
 fn b64(field: &str, value: &Option<String>) -> Result<Vec<u8>, String> {
@@ -292,6 +386,14 @@ fn parse_jwk(jwk: &RawJwk, allowed: &[Algorithm]) -> Result<VerifyingKey, String
             KeyFamily::Rsa => {
                 let n = b64("n", &jwk.n)?;
                 let e = b64("e", &jwk.e)?;
+                let bits = rsa_bits(&n);
+                if bits < 2048 {
+                    // Microsoft.IdentityModel still verifies with 1024-bit keys; a key
+                    // that small is within reach of a factoring budget, so not here.
+                    return Err(format!(
+                        "an RSA key of {bits} bits: at least 2048 bits are required"
+                    ));
+                }
                 let params = match alg {
                     Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
                     _ => &signature::RSA_PKCS1_2048_8192_SHA256,

@@ -11,7 +11,8 @@
 //! policy layer's job). [`client`] can acquire tokens (client credentials, password
 //! grant) for the toolkit's own tests of a port, nothing more.
 //!
-//! Layout: [`jwt`] is the I/O-free core (parse, then verify against one key);
+//! Layout: [`jwt`] is the I/O-free core (parse, then verify against one key), over a
+//! strict JSON reader (objects, UTF-8, no key twice) and the typed [`claims`];
 //! [`keys`] parses JWKS into pre-parsed keys; [`issuer`] matches exact and
 //! `{tenantid}`-templated issuers; [`provider`] adds discovery, the JWKS cache with
 //! throttled refetch, and the verified-token cache. Every rejection is an
@@ -22,6 +23,7 @@ pub mod claims;
 pub mod client;
 pub mod error;
 pub mod issuer;
+mod json;
 pub mod jwt;
 pub mod keys;
 pub mod provider;
@@ -29,7 +31,7 @@ pub mod settings;
 
 pub use claims::{Identity, IdentityKind};
 pub use error::{ErrorCode, SetupError, TokenError};
-pub use jwt::Policy;
+pub use jwt::{Policy, require_scope_or_role};
 pub use keys::{Algorithm, KeySet};
 pub use provider::{
     FetchGate, JwksLocation, MetadataSource, Provider, ProviderConfig, SourceStatus, TokenVersion,

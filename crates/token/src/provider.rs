@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
+pub use crate::cache::MAX_CACHE_AGE_SECS;
 use crate::cache::{self, Entry, VerifiedCache};
 use crate::claims::Identity;
 use crate::error::{ErrorCode, SetupError, TokenError};
@@ -185,6 +186,11 @@ pub struct Provider {
     http: reqwest::Client,
     cache: Option<VerifiedCache>,
 }
+
+/// The most published keys tried, by their signature, for a token whose header names
+/// no key of the set (no `kid`, or one not published). Microsoft tries every key
+/// (`TryAllIssuerSigningKeys`); the bound keeps a forged token's cost fixed.
+pub const MAX_KEYS_TRIED: usize = 8;
 
 /// The most bytes read from a discovery or JWKS response.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -411,13 +417,7 @@ impl Provider {
     }
 
     fn entry_still_good(&self, e: &Entry, now: u64) -> bool {
-        let skew = self.policy.clock_skew.as_secs();
-        if e.identity.expires_at.saturating_add(skew) <= now {
-            return false;
-        }
-        if e.not_before
-            .is_some_and(|nbf| nbf > now.saturating_add(skew))
-        {
+        if !e.fresh(now, self.policy.clock_skew.as_secs()) {
             return false;
         }
         // Served only while the issuer still publishes this very key under its id.
@@ -449,7 +449,7 @@ impl Provider {
             .ok_or_else(|| TokenError::new(ErrorCode::MissingClaim, "no `iss` claim"))?;
         let index = self.source_for(&iss).await?;
         let source = &self.sources[index];
-        let key = self.key_for(source, &parsed).await?;
+        let key = self.key_for(source, &parsed, token).await?;
         let state = source.state.load();
         let issuer = state.issuer.clone().ok_or_else(|| {
             TokenError::new(ErrorCode::JwksUnavailable, "issuer metadata not loaded")
@@ -472,6 +472,7 @@ impl Provider {
                 key,
                 source: index,
                 not_before,
+                verified_at: now,
             },
         ))
     }
@@ -536,17 +537,18 @@ impl Provider {
             .collect()
     }
 
+    /// The key that signed the token: the one its `kid` (else `x5t`) names, after a
+    /// throttled refetch when that id is not published; else, as Microsoft does, the
+    /// first published key of the right type whose signature check passes (at most
+    /// [`MAX_KEYS_TRIED`]). Only the signature picks that key: every other check still
+    /// follows in `jwt::verify`.
     async fn key_for(
         &self,
         source: &Source,
         parsed: &Parsed,
+        token: &str,
     ) -> Result<Arc<VerifyingKey>, TokenError> {
-        let Some(id) = parsed.key_id().map(str::to_string) else {
-            return Err(TokenError::new(
-                ErrorCode::UnknownKid,
-                "the header names no key (`kid` or `x5t`)",
-            ));
-        };
+        let named = parsed.key_id().is_some();
         let lookup = |state: &SourceState| -> Option<Option<Arc<VerifyingKey>>> {
             let keys = state.keys.as_ref()?;
             let k = match (&parsed.kid, &parsed.x5t) {
@@ -559,26 +561,57 @@ impl Provider {
         if let Some(Some(k)) = lookup(&source.state.load()) {
             return Ok(k);
         }
-        self.throttled_fetch(source).await;
-        match lookup(&source.state.load()) {
-            Some(Some(k)) => Ok(k),
-            Some(None) => Err(TokenError::new(
-                ErrorCode::UnknownKid,
-                format!("key {id:?} is not in the issuer's key set"),
-            )),
-            None => Err(TokenError::new(
-                ErrorCode::JwksUnavailable,
-                format!(
-                    "no key set has been loaded for this issuer: {}",
-                    source
-                        .state
-                        .load()
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| "not fetched yet".into())
-                ),
-            )),
+        if named || source.state.load().keys.is_none() {
+            self.throttled_fetch(source).await;
         }
+        let state = source.state.load();
+        let keys = match lookup(&state) {
+            Some(Some(k)) => return Ok(k),
+            Some(None) => state.keys.clone().unwrap_or_default(),
+            None => {
+                return Err(TokenError::new(
+                    ErrorCode::JwksUnavailable,
+                    format!(
+                        "no key set has been loaded for this issuer: {}",
+                        state
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "not fetched yet".into())
+                    ),
+                ));
+            }
+        };
+        if let Some(why) = parsed.kid.as_deref().and_then(|k| keys.skipped_reason(k)) {
+            return Err(TokenError::new(
+                ErrorCode::UnknownKid,
+                format!(
+                    "key {} is published but refused: {why}",
+                    parsed.shown_key_id()
+                ),
+            ));
+        }
+        if let Some(k) = keys
+            .admitting(parsed.alg)
+            .take(MAX_KEYS_TRIED)
+            .find(|k| parsed.signed_by(token, k))
+        {
+            return Ok(k.clone());
+        }
+        Err(TokenError::new(
+            ErrorCode::UnknownKid,
+            if named {
+                format!(
+                    "key {} is not in the issuer's key set, and no published {} key verifies the signature",
+                    parsed.shown_key_id(),
+                    parsed.alg
+                )
+            } else {
+                format!(
+                    "the header names no key (`kid` or `x5t`), and no published {} key verifies the signature",
+                    parsed.alg
+                )
+            },
+        ))
     }
 
     /// Fetch a source unless it was fetched within the cool-down. Concurrent callers

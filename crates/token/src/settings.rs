@@ -28,7 +28,8 @@ pub struct ProviderSettings {
     pub authority: Option<String>,
     /// Tenant id, domain, `common` or `organizations`.
     pub tenant: Option<String>,
-    /// Token versions accepted (default `["v2"]`).
+    /// Token versions accepted (default both, `["v2", "v1"]`, as Microsoft.Identity.Web
+    /// accepts both of a tenant).
     #[serde(default)]
     pub versions: Vec<TokenVersion>,
     /// A discovery document URL, instead of authority + tenant.
@@ -104,7 +105,7 @@ impl ProviderSettings {
             let authority = self.authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
             check_url("authority", authority)?;
             let versions = if self.versions.is_empty() {
-                vec![TokenVersion::V2]
+                vec![TokenVersion::V2, TokenVersion::V1]
             } else {
                 self.versions.clone()
             };

@@ -294,11 +294,22 @@ async fn unknown_kid_and_bad_signature() {
         code(&f.provider, &other.token(&other.header(), &claims)).await,
         ErrorCode::UnknownKid
     );
+    // No kid: the published keys are tried (Microsoft's rule); the genuine key's
+    // signature is found, a stranger's is not.
     let no_kid = json!({"alg": "RS256", "typ": "JWT"});
-    assert_eq!(
-        code(&f.provider, &key.token(&no_kid, &claims)).await,
-        ErrorCode::UnknownKid
-    );
+    let id = f
+        .provider
+        .validate(&key.token(&no_kid, &claims))
+        .await
+        .unwrap();
+    assert_eq!(id.kid.as_deref(), Some("k1"));
+    let e = f
+        .provider
+        .validate(&stranger.token(&no_kid, &claims))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownKid);
+    assert!(e.message.contains("names no key"), "{}", e.message);
     // a stranger's signature under the genuine kid
     assert_eq!(
         code(&f.provider, &stranger.token(&key.header(), &claims)).await,
@@ -329,6 +340,7 @@ async fn lifetime_checks_honour_the_clock_skew() {
         ErrorCode::Expired
     );
     c["exp"] = json!(now - 200); // within the 5-minute skew
+    c["nbf"] = json!(now - 1000); // (and a lifetime that starts before it ends)
     f.provider
         .validate(&key.token(&key.header(), &c))
         .await
@@ -367,11 +379,13 @@ async fn missing_claims() {
         assert_eq!(e.code, ErrorCode::MissingClaim, "{claim}");
         assert!(e.message.contains(claim), "{}", e.message);
     }
+    // Of the wrong type is not absent: Microsoft.IdentityModel fails to read such a
+    // token at all (IDX14102), so it is malformed.
     let mut c = v2_app_claims(now());
     c["exp"] = json!("tomorrow");
     assert_eq!(
         code(&f.provider, &key.token(&key.header(), &c)).await,
-        ErrorCode::MissingClaim
+        ErrorCode::Malformed
     );
 }
 
@@ -492,7 +506,8 @@ async fn v1_tokens_by_x5t_bound_through_the_v2_key_issuer() {
         policy(),
     )
     .await;
-    // A static source has no alias: the key's v2 issuer differs from the v1 iss.
+    // A static v1 issuer (a key set saved from Entra, `token verify --issuer
+    // https://sts.windows.net/{tid}/ --jwks FILE`): its keys are bound to the v2 form.
     let now = now();
     let c = json!({
         "aud": "api://intraport-demo", "iss": v1, "iat": now, "nbf": now, "exp": now + 3600,
@@ -501,8 +516,12 @@ async fn v1_tokens_by_x5t_bound_through_the_v2_key_issuer() {
         "sub": "7f4ae3b5-5c2a-4e70-9d4b-1e9a0b6c2d31", "tid": TENANT, "ver": "1.0"
     });
     let h = json!({"typ": "JWT", "alg": "RS256", "x5t": "k1"});
+    let id = f.provider.validate(&key.token(&h, &c)).await.unwrap();
+    assert_eq!(id.version.as_deref(), Some("1.0"));
+    // ... and a key bound to another tenant still refuses it.
+    let h9 = json!({"typ": "JWT", "alg": "RS256", "x5t": "k9"});
     assert_eq!(
-        code(&f.provider, &key.token(&h, &c)).await,
+        code(&f.provider, &stranger_key.token(&h9, &c)).await,
         ErrorCode::WrongIssuer
     );
 
@@ -546,7 +565,6 @@ async fn v1_tokens_by_x5t_bound_through_the_v2_key_issuer() {
     assert_eq!(id.app_auth.as_deref(), Some("1"));
     assert_eq!(id.version.as_deref(), Some("1.0"));
     assert_eq!(id.kind, IdentityKind::App);
-    let h9 = json!({"typ": "JWT", "alg": "RS256", "x5t": "k9"});
     assert_eq!(
         code(&p, &stranger_key.token(&h9, &c)).await,
         ErrorCode::WrongIssuer
@@ -605,6 +623,116 @@ async fn cache_serves_only_live_tokens_of_still_published_keys() {
     let bad = format!("{}x", &t[..t.len() - 1]);
     let _ = f.provider.validate_at(&bad, now).await;
     assert!(f.provider.cached_tokens() <= 1);
+}
+
+#[tokio::test]
+async fn upper_case_guids_are_the_same_tenant_and_forwarded_lower_case() {
+    let key = TestKey::new("k1");
+    let template = format!("{AUTHORITY}/{{tenantid}}/v2.0");
+    let mut pol = policy();
+    pol.allowed_tenants = vec![TENANT.into()];
+    let f = fixture(&template, &[key.jwk(Some(&template))], pol).await;
+    let upper = TENANT.to_ascii_uppercase();
+    let app = "F2D5B1C0-1C3A-4B5E-9A51-0A3C2D1E4F60";
+    // tid in upper case, iss in lower case; then both in upper case
+    for iss in [v2_issuer(TENANT), v2_issuer(&upper)] {
+        let mut c = v2_app_claims(now());
+        c["tid"] = json!(upper);
+        c["iss"] = json!(iss);
+        c["azp"] = json!(app);
+        c["oid"] = json!("7F4AE3B5-5C2A-4E70-9D4B-1E9A0B6C2D31");
+        let id = f
+            .provider
+            .validate(&key.token(&key.header(), &c))
+            .await
+            .unwrap_or_else(|e| panic!("{iss}: {e}"));
+        assert_eq!(id.tenant_id.as_deref(), Some(TENANT));
+        assert_eq!(
+            id.app_id.as_deref(),
+            Some("f2d5b1c0-1c3a-4b5e-9a51-0a3c2d1e4f60")
+        );
+        assert_eq!(
+            id.object_id.as_deref(),
+            Some("7f4ae3b5-5c2a-4e70-9d4b-1e9a0b6c2d31")
+        );
+    }
+    // another tenant in upper case is still another tenant
+    let mut c = v2_app_claims(now());
+    c["tid"] = json!(OTHER_TENANT.to_ascii_uppercase());
+    assert_eq!(
+        code(&f.provider, &key.token(&key.header(), &c)).await,
+        ErrorCode::WrongIssuer
+    );
+}
+
+#[tokio::test]
+async fn header_mistakes_are_named_without_internal_wording() {
+    let key = TestKey::new("k1");
+    let f = fixture(&v2_issuer(TENANT), &[key.jwk(None)], policy()).await;
+    let claims = v2_app_claims(now());
+    let p = b64(claims.to_string().as_bytes());
+    for (header, says) in [
+        (
+            r#"["RS256","k1"]"#.to_string(),
+            "the header is a JSON array, not an object",
+        ),
+        (
+            r#"{"alg":"RS256","kid":5}"#.to_string(),
+            "the header's `kid` must be a string, found a number",
+        ),
+        (
+            r#"{"alg":["RS256"],"kid":"k1"}"#.to_string(),
+            "the header's `alg` must be a string, found a array",
+        ),
+        (
+            r#"{"alg":"RS256","kid":"k1","kid":"k2"}"#.to_string(),
+            "the key \"kid\" appears twice",
+        ),
+        (
+            r#"{"alg":"RS256","kid":"k1","x5t":null}"#.to_string(),
+            "the header's `x5t` must be a string, found a null",
+        ),
+        (
+            "{\"alg\":\"RS256\",\"kid\":\"\\ud800\"}".to_string(),
+            "surrogate",
+        ),
+    ] {
+        let t = format!("{}.{p}.{}", b64(header.as_bytes()), b64(b"sig"));
+        let e = f.provider.validate(&t).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Malformed, "{header}");
+        assert!(e.message.contains(says), "{header}: {}", e.message);
+        for word in ["RawHeader", "struct", "untagged", "invalid type"] {
+            assert!(!e.message.contains(word), "{header}: {}", e.message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_genuine_v1_token_shape_verifies_against_a_saved_entra_key_set() {
+    // As Entra issues a v1 app token: iss sts.windows.net, ver 1.0, appid, aud the
+    // App ID URI, x5t and kid in the header; the key saved from Entra's v2 endpoint,
+    // with the v2 issuer template Entra puts on every key.
+    let key = TestKey::new("L1KfKFI_jnXbwWc22xZxw1sUHH0");
+    let template = format!("{AUTHORITY}/{{tenantid}}/v2.0");
+    let v1 = format!("https://sts.windows.net/{TENANT}/");
+    let f = fixture(&v1, &[key.jwk(Some(&template))], policy()).await;
+    let now = now();
+    let c = json!({
+        "aud": "api://intraport-demo", "iss": v1, "iat": now - 60, "nbf": now - 60,
+        "exp": now + 3600, "acr": "1", "aio": "E2RgYPj", "amr": ["pwd"],
+        "appid": "f2d5b1c0-1c3a-4b5e-9a51-0a3c2d1e4f60", "appidacr": "0",
+        "family_name": "Doe", "given_name": "Jane", "ipaddr": "203.0.113.7",
+        "name": "Jane Doe", "oid": "7f4ae3b5-5c2a-4e70-9d4b-1e9a0b6c2d31",
+        "rh": "0.AAAA", "scp": "access_as_user", "sub": "hQ9ef_XqgCwL3tVRZm0m2j4HyfP",
+        "tid": TENANT, "unique_name": "jane@contoso.example", "upn": "jane@contoso.example",
+        "uti": "fqiBqXLPj0eQa82S-IYFAA", "ver": "1.0"
+    });
+    let h = json!({"typ": "JWT", "alg": "RS256", "x5t": key.kid, "kid": key.kid});
+    let id = f.provider.validate(&key.token(&h, &c)).await.unwrap();
+    assert_eq!(id.version.as_deref(), Some("1.0"));
+    assert_eq!(id.username.as_deref(), Some("jane@contoso.example"));
+    assert_eq!(id.kind, IdentityKind::User);
+    assert_eq!(id.scopes, vec!["access_as_user"]);
 }
 
 pub mod support_http;

@@ -67,7 +67,7 @@ pub struct IssuerArgs {
     /// the public cloud); a GUID is also the only tenant allowed.
     #[arg(long)]
     tenant: Option<String>,
-    /// Token versions accepted with --tenant (repeat for both; default v2).
+    /// Token versions accepted with --tenant (repeatable; default both, v2 and v1).
     #[arg(long = "token-version", value_name = "v1|v2", value_parser = parse_version)]
     versions: Vec<TokenVersion>,
     /// A discovery document URL (any OpenID provider, AD FS).
@@ -101,6 +101,10 @@ pub struct VerifyArgs {
     /// Verify as of this time (RFC 3339), e.g. for a captured token.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
+    /// Accept a token with neither `scp` nor `roles` (refused by default, as
+    /// Microsoft.Identity.Web does); with --route, the route's `allow_acl_tokens` decides.
+    #[arg(long, conflicts_with = "route")]
+    allow_acl_tokens: bool,
     /// Output format (default: table on a terminal, JSON otherwise).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -288,7 +292,7 @@ fn provider_from_args(a: &IssuerArgs) -> Result<ProviderConfig> {
                 .as_deref()
                 .unwrap_or(intraport_token::settings::DEFAULT_AUTHORITY);
             let versions = if a.versions.is_empty() {
-                vec![TokenVersion::V2]
+                vec![TokenVersion::V2, TokenVersion::V1]
             } else {
                 a.versions.clone()
             };
@@ -375,7 +379,17 @@ async fn verify(a: VerifyArgs) -> Result<Outcome> {
     for e in provider.load().await {
         tracing::warn!("{e}");
     }
-    let result = provider.verify_detailed(&token, now).await;
+    let allow_acl = match &route {
+        Some((r, _)) => r.allow_acl_tokens,
+        None => a.allow_acl_tokens,
+    };
+    let result = provider.verify_detailed(&token, now).await.and_then(|v| {
+        if allow_acl {
+            Ok(v)
+        } else {
+            intraport_token::require_scope_or_role(&v.identity).map(|()| v)
+        }
+    });
     let (mut outcome, mut doc) = match &result {
         Ok(v) => (
             Outcome::Ok,

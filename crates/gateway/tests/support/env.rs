@@ -137,6 +137,15 @@ client_cert_subjects = ["CN=agent"]
         &up,
         &tok(&format!("app_ids = [\"{}\"]", mint::APP)),
     );
+    text += &route(
+        "acl",
+        "/acl",
+        &up,
+        &format!(
+            "allow_acl_tokens = true\n{}",
+            tok(&format!("app_ids = [\"{}\"]", mint::APP))
+        ),
+    );
     text += &route("version", "/version", &up, &tok("versions = [\"1.0\"]"));
     text += &route("kind", "/kind", &up, &tok("identity_types = [\"user\"]"));
     text += &route(
