@@ -76,6 +76,8 @@ pub(crate) struct Preamble {
     /// What refused the upgrade, when something did (a proxy's 407, a SOCKS
     /// failure, an LDAP resultCode).
     pub refusal: Option<String>,
+    /// Bytes of the buffer already scanned (whole messages).
+    scanned: usize,
 }
 
 impl Preamble {
@@ -84,12 +86,12 @@ impl Preamble {
         self.via
     }
 
-    /// Scan `buf` (the direction's bytes from its start); `client` says whether this
-    /// is the client's direction.
+    /// Scan `buf` (the direction's bytes from its start, growing from call to
+    /// call); `client` says whether this is the client's direction.
     pub fn scan(&mut self, buf: &[u8], client: bool) -> Step {
-        let mut pos = 0;
         loop {
-            let rest = &buf[pos..];
+            let pos = self.scanned;
+            let rest = buf.get(pos..).unwrap_or_default();
             let Some(&b0) = rest.first() else {
                 return Step::More;
             };
@@ -172,7 +174,7 @@ impl Preamble {
                     Err(e) => return Step::NotTls(e),
                 },
             };
-            pos += used;
+            self.scanned += used;
         }
     }
 
@@ -448,8 +450,42 @@ mod tests {
         let r = [5, 2, 1, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0, 80, 0x16, 3, 3];
         assert_eq!(s.scan(&r, false), Step::Tls(14));
         assert_eq!(s.via(), Some(Via::Socks5));
-        // A truncated reply waits for more.
+        // A truncated reply waits for more; messages that arrive one by one.
         assert_eq!(Preamble::default().scan(&r[..7], false), Step::More);
+        let mut s = Preamble::default();
+        assert_eq!(s.scan(&r[..2], false), Step::More);
+        assert_eq!(s.scan(&r[..4], false), Step::More);
+        assert_eq!(s.scan(&r[..9], false), Step::More);
+        assert_eq!(s.scan(&r, false), Step::Tls(14));
+    }
+
+    #[test]
+    fn imap_pop3_and_a_refused_proxy() {
+        let mut c = Preamble::default();
+        let b = b"a1 CAPABILITY\r\na2 STARTTLS\r\n\x16\x03\x01";
+        assert_eq!(c.scan(b, true), Step::Tls(b.len() - 3));
+        assert_eq!(c.via(), Some(Via::ImapStarttls));
+        let mut s = Preamble::default();
+        let b = b"+OK POP3 ready\r\n+OK\r\n\x16\x03\x03";
+        assert_eq!(s.scan(b, false), Step::Tls(b.len() - 3));
+        assert_eq!(s.via(), Some(Via::Pop3Stls));
+        let mut c = Preamble::default();
+        let b = b"CAPA\r\nSTLS\r\n\x16\x03\x01";
+        assert_eq!(c.scan(b, true), Step::Tls(b.len() - 3));
+        assert_eq!(c.via(), Some(Via::Pop3Stls));
+        let mut s = Preamble::default();
+        assert_eq!(
+            s.scan(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", false),
+            Step::More
+        );
+        assert!(s.refusal.as_deref().unwrap().contains("407"));
+        // An LDAP server refusing StartTLS (resultCode 2, protocolError).
+        let mut s = Preamble::default();
+        let resp = [
+            0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x02, 0x04, 0x00, 0x04, 0x00,
+        ];
+        assert_eq!(s.scan(&resp, false), Step::More);
+        assert!(s.refusal.as_deref().unwrap().contains("resultCode 2"));
     }
 
     #[test]

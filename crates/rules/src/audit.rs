@@ -640,7 +640,7 @@ fn removable(
 /// Public address space: IPv4 less the private and special-purpose blocks
 /// (RFC 1918, CGNAT, loopback, link-local, multicast and reserved, "this network",
 /// and Azure's platform address 168.63.129.16), and IPv6 global unicast 2000::/3.
-fn public_space() -> (Vec<(u128, u128)>, Vec<(u128, u128)>) {
+fn public_space() -> [Vec<(u128, u128)>; 2] {
     let net = |s: &str| s.parse::<ipnet::IpNet>().map(crate::model::net_range).ok();
     let special: Vec<(u128, u128)> = [
         "0.0.0.0/8",
@@ -657,15 +657,16 @@ fn public_space() -> (Vec<(u128, u128)>, Vec<(u128, u128)>) {
     .filter_map(|s| net(s))
     .collect();
     let v4 = crate::addrtype::minus(net("0.0.0.0/0").into_iter().collect(), &special);
-    (v4, net("2000::/3").into_iter().collect())
+    [v4, net("2000::/3").into_iter().collect()]
 }
 
 /// Whether the ranges hold every public address of one family: a match that
 /// leaves out only private space (NSG's `Internet`, `! -s 10.0.0.0/8`) is still
 /// "any source".
 fn covers_public(rs: &[(u128, u128)]) -> bool {
-    let (v4, v6) = public_space();
-    crate::addrtype::minus(v4, rs).is_empty() || crate::addrtype::minus(v6, rs).is_empty()
+    public_space()
+        .into_iter()
+        .any(|family| crate::addrtype::minus(family, rs).is_empty())
 }
 
 /// Whether a rule, or a jump leading to it, restricts where packets come from:

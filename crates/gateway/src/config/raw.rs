@@ -37,6 +37,7 @@ pub struct RawListener {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub handshake_timeout_ms: Option<u64>,
+    pub backlog: Option<Spanned<u64>>,
     pub limits: Option<Spanned<RawListenerLimits>>,
 }
 
