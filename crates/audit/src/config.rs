@@ -410,6 +410,97 @@ impl AuditConfig {
     }
 }
 
+impl AuditConfig {
+    /// The files the sinks will open, looked at without creating anything: each file
+    /// sink's path (where [`crate::Audit::start`] creates the file and its
+    /// directories), the spool directory of TCP and TLS sinks, and a TLS sink's CA,
+    /// certificate and key. One error per file, so that a configuration check reports
+    /// them all at once, where [`AuditConfig::check`] stops at the first problem.
+    pub fn check_files(&self) -> Vec<Error> {
+        let mut out = Vec::new();
+        let mut spooled = false;
+        for (i, s) in self.sinks.iter().enumerate() {
+            let at = |f: &str| format!("audit.sink[{i}].{f}");
+            match s {
+                SinkConfig::Stdout(_) => {}
+                SinkConfig::File(c) => {
+                    if let Err(e) = creatable(&c.path) {
+                        out.push(bad(at("path"), e));
+                    }
+                }
+                SinkConfig::Syslog(c) => {
+                    spooled |= c.transport != Transport::Udp;
+                    for (field, p) in [
+                        ("ca", &c.ca),
+                        ("client_cert", &c.client_cert),
+                        ("client_key", &c.client_key),
+                    ] {
+                        if let Some(p) = p
+                            && let Err(e) = std::fs::read(p)
+                        {
+                            out.push(bad(at(field), format!("{}: {e}", p.display())));
+                        }
+                    }
+                }
+            }
+        }
+        if spooled && let Some(dir) = &self.spool_dir {
+            // What `Spool::open` needs: the directory (made if missing) and a file in it.
+            if let Err(e) = creatable(&dir.join("sink.spool")) {
+                out.push(bad("audit.spool_dir", e));
+            }
+        }
+        out
+    }
+}
+
+/// Whether `path` can be opened for writing, creating it and its missing directories
+/// as the sinks do: it is not a directory and is writable, or the nearest directory
+/// that exists is a directory (not, say, a regular file where one is needed) and is
+/// writable.
+fn creatable(path: &Path) -> Result<(), String> {
+    use rustix::fs::{Access, access};
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        )
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(format!("{} is a directory", path.display())),
+        Ok(_) => {
+            return access(path, Access::WRITE_OK)
+                .map_err(|e| format!("{}: cannot write: {e}", path.display()));
+        }
+        Err(e) if gone(&e) => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    for dir in path.ancestors().skip(1) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                return access(dir, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| {
+                    format!("cannot create {} in {}: {e}", path.display(), dir.display())
+                });
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "cannot create {}: {} is not a directory",
+                    path.display(),
+                    dir.display()
+                ));
+            }
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
 fn check_file(c: &FileSinkConfig, at: &dyn Fn(&str) -> String) -> Result<FilePlan, Error> {
     if c.path.as_os_str().is_empty() || c.path.file_name().is_none() {
         return Err(bad(at("path"), "expected a file path"));

@@ -6,6 +6,7 @@ use crate::decode::Segment;
 use crate::report::{Alert, ClientHello, Connection, Outcome, ServerHello, Side};
 use crate::stream::{Arrival, Stream};
 use crate::tls::{self, Event};
+use crate::wrap::Via;
 
 /// Length of a TLS 1.3 record carrying an encrypted alert: 2 bytes of alert, 1 byte
 /// of inner content type and a 16-byte AEAD tag. A client's encrypted Finished is
@@ -34,7 +35,11 @@ struct Dir {
     app_data_after_sh: Option<(i64, usize, u64)>,
     any_record: bool,
     not_tls: bool,
+    /// The wrapper TLS started after.
+    via: Option<Via>,
     alert: Option<(Option<String>, String, i64, u64)>,
+    /// Warning-level alerts: description and packet.
+    warning_alerts: Vec<(String, u64)>,
     truncated_packets: u64,
 }
 
@@ -50,7 +55,11 @@ pub(crate) struct Conn {
     notes: Vec<String>,
     /// Set once the handshake's outcome cannot change any more: stop reassembling.
     done: bool,
+    tunnel: Option<&'static str>,
 }
+
+/// Warning alerts kept per direction; more are not listed.
+const MAX_WARNING_ALERTS: usize = 8;
 
 impl Conn {
     pub fn new(first: &Segment<'_>, packet: u64, ts: i64) -> Conn {
@@ -65,6 +74,7 @@ impl Conn {
             retransmissions: 0,
             notes: Vec::new(),
             done: false,
+            tunnel: first.tunnel,
         }
     }
 
@@ -108,11 +118,15 @@ impl Conn {
         usize::from(self.b.port() > self.a.port())
     }
 
+    /// Whether the connection negotiates TLS 1.3: a ServerHello says so, or a
+    /// HelloRetryRequest, which only TLS 1.3 has (after it, both sides' records stay
+    /// plaintext past their compatibility ChangeCipherSpec until the real ServerHello).
     fn tls13(&self) -> bool {
         self.dirs.iter().any(|d| {
-            d.server_hello
-                .as_ref()
-                .is_some_and(|(sh, _)| sh.version == "TLSv1.3")
+            d.hello_retry
+                || d.server_hello
+                    .as_ref()
+                    .is_some_and(|(sh, _)| sh.version == "TLSv1.3")
         })
     }
 
@@ -154,7 +168,8 @@ impl Conn {
             self.dirs[i].payload_bytes += seg.payload.len() as u64;
             if !fresh.is_empty() && !self.done {
                 let tls13 = self.tls13();
-                let events = self.dirs[i].tls.feed(&fresh, tls13);
+                let client = i == self.client_index();
+                let events = self.dirs[i].tls.feed(&fresh, tls13, client);
                 for e in events {
                     self.apply(i, e, packet, ts, warn);
                 }
@@ -210,7 +225,13 @@ impl Conn {
             }
             Event::Alert { level, description } => {
                 d.any_record = true;
-                if d.alert.is_none() {
+                // Only a fatal alert ends a handshake (RFC 5246, 7.2); a warning, such
+                // as a server's unrecognized_name, is listed and the handshake goes on.
+                if level == "warning" {
+                    if d.warning_alerts.len() < MAX_WARNING_ALERTS {
+                        d.warning_alerts.push((description, packet));
+                    }
+                } else if d.alert.is_none() {
                     d.alert = Some((Some(level), description, ts, packet));
                 }
             }
@@ -226,7 +247,14 @@ impl Conn {
                     d.app_data_after_sh = Some((ts, len, packet));
                 }
             }
-            Event::NotTls => d.not_tls = true,
+            Event::NotTls(via, why) => {
+                d.not_tls = true;
+                if let Some(via) = via {
+                    self.notes
+                        .push(format!("{} did not lead to TLS: {why}", via.name()));
+                }
+            }
+            Event::Wrapped(via) => d.via = Some(via),
             Event::Malformed(reason) => {
                 let from = if i == self.client_index() {
                     "client"
@@ -426,6 +454,40 @@ impl Conn {
             Outcome::TimeoutOrIncomplete
         };
 
+        for (i, d) in self.dirs.iter().enumerate() {
+            if let (_, Some(refusal)) = d.tls.wrapper() {
+                self.notes.push(refusal.to_string());
+            }
+            let syns = d.stream.distinct_syns();
+            if syns > 1 {
+                self.notes.push(format!(
+                    "the {:?} sent {syns} SYNs with different sequence numbers (another device answering for it?); its data follows the {} one",
+                    side(i),
+                    if d.stream.rebased() { "later" } else { "first" }
+                ));
+            }
+        }
+        let mut warning_alerts: Vec<Alert> = [c, s]
+            .into_iter()
+            .flat_map(|i| {
+                self.dirs[i]
+                    .warning_alerts
+                    .iter()
+                    .map(move |(description, packet)| Alert {
+                        from: side(i),
+                        level: Some("warning".into()),
+                        description: description.clone(),
+                        packet: *packet,
+                    })
+            })
+            .collect();
+        warning_alerts.sort_by_key(|a| a.packet);
+        let via = self.dirs[c]
+            .via
+            .filter(|v| *v != Via::Text)
+            .or(self.dirs[s].via)
+            .map(|v| v.name().to_string());
+
         let sh = server_hello.as_ref().map(|(sh, _)| sh.clone());
         Connection {
             id,
@@ -441,11 +503,14 @@ impl Conn {
             client_hello: client_hello.map(|(ch, _)| ch),
             server_hello: sh,
             hello_retry_request: self.dirs[s].hello_retry,
+            via,
+            tunnel: self.tunnel.map(str::to_string),
             alert: if outcome == Outcome::Alert {
                 alert
             } else {
                 None
             },
+            warning_alerts,
             closed_by,
             server_hello_ms: server_hello.as_ref().map(|(_, t)| ms(*t)),
             handshake_ms: completed.map(ms),

@@ -24,8 +24,9 @@ mod decode;
 mod report;
 mod stream;
 mod tls;
+mod wrap;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -81,6 +82,9 @@ pub fn analyze<R: Read + Send>(input: R) -> Result<Report, Error> {
     let mut tcp_packets = 0u64;
     let mut first_ts: Option<i64> = None;
     let mut last_ts = i64::MIN;
+    let mut tunnels: BTreeMap<String, u64> = BTreeMap::new();
+    // (tunnel, what it carried) → packets skipped, first packet number.
+    let mut tunnel_skips: BTreeMap<(&'static str, String), (u64, u64)> = BTreeMap::new();
 
     let info = capture::read_frames(input, |frame| {
         packets += 1;
@@ -93,8 +97,18 @@ pub fn analyze<R: Read + Send>(input: R) -> Result<Report, Error> {
                 warnings.push(Some(frame.number), msg);
                 return;
             }
+            Err(Skip::Tunnel(tunnel, what)) => {
+                tunnel_skips
+                    .entry((tunnel, what))
+                    .or_insert((0, frame.number))
+                    .0 += 1;
+                return;
+            }
         };
         tcp_packets += 1;
+        if let Some(t) = seg.tunnel {
+            *tunnels.entry(t.to_string()).or_default() += 1;
+        }
         let key = if seg.src <= seg.dst {
             (seg.src, seg.dst)
         } else {
@@ -115,6 +129,14 @@ pub fn analyze<R: Read + Send>(input: R) -> Result<Report, Error> {
     for (p, m) in info.warnings {
         warnings.push(p, m);
     }
+    for ((tunnel, what), (n, first)) in tunnel_skips {
+        warnings.push(
+            Some(first),
+            format!(
+                "{n} {tunnel} packets skipped (first here): they carry {what}, which is not decoded"
+            ),
+        );
+    }
     let end_ts = if packets == 0 { 0 } else { last_ts };
     let connections: Vec<Connection> = conns
         .into_iter()
@@ -129,6 +151,7 @@ pub fn analyze<R: Read + Send>(input: R) -> Result<Report, Error> {
         duration_ms: first_ts.map_or(0.0, |f| end_ts.saturating_sub(f) as f64 / 1e6),
         connections,
         summary,
+        tunnels,
         warnings: warnings.list,
         warnings_suppressed: warnings.suppressed,
     })

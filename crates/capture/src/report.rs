@@ -20,6 +20,9 @@ pub struct Report {
     pub connections: Vec<Connection>,
     /// Counts by outcome and by server.
     pub summary: Summary,
+    /// TCP packets found inside tunnels (`gre`, `vxlan`, `geneve`, `gtp-u`,
+    /// `ip-in-ip`; the outermost when nested), by tunnel.
+    pub tunnels: BTreeMap<String, u64>,
     /// Packets skipped or streams abandoned, with the packet number where known.
     pub warnings: Vec<Warning>,
     /// Warnings beyond the first [`crate::MAX_WARNINGS`], counted but not listed.
@@ -134,10 +137,23 @@ pub struct Connection {
     pub cipher_suite: Option<String>,
     /// The ALPN protocol chosen; always null for TLS 1.3, where it is encrypted.
     pub alpn_selected: Option<String>,
-    /// The server answered with a TLS 1.3 HelloRetryRequest first.
+    /// The server answered with a TLS 1.3 HelloRetryRequest first (the client then
+    /// sent a second ClientHello; `client_hello` is the first).
     pub hello_retry_request: bool,
-    /// The alert that ended the handshake, when the outcome is `alert`.
+    /// What carried the handshake when it did not start the connection:
+    /// `http-connect`, `socks5`, `smtp-starttls`, `imap-starttls`, `pop3-stls`,
+    /// `ftp-auth-tls`, `ldap-starttls` (or `starttls` when the client's side was not
+    /// captured).
+    pub via: Option<String>,
+    /// The tunnel the connection's packets were captured in (`gre`, `vxlan`,
+    /// `geneve`, `gtp-u`, `ip-in-ip`).
+    pub tunnel: Option<String>,
+    /// The fatal (or encrypted) alert that ended the handshake, when the outcome is
+    /// `alert`.
     pub alert: Option<Alert>,
+    /// Warning-level alerts (such as `unrecognized_name`), in order: listed, they
+    /// do not end a handshake.
+    pub warning_alerts: Vec<Alert>,
     /// Which side sent the RST or FIN that ended a failed handshake.
     pub closed_by: Option<Side>,
     /// SYN (or first packet) to ServerHello, milliseconds.
@@ -165,6 +181,9 @@ pub struct ClientHello {
     pub sni: Option<String>,
     /// Offered ALPN protocols.
     pub alpn: Vec<String>,
+    /// Sent in the SSLv2 record format (RFC 5246, E.2), as clients from before TLS
+    /// 1.1 did to reach servers of any version: no extensions, so no SNI.
+    pub sslv2_format: bool,
 }
 
 /// The ServerHello's choice.
@@ -180,7 +199,7 @@ pub struct ServerHello {
     pub alpn: Option<String>,
 }
 
-/// An alert that ended a handshake.
+/// A TLS alert.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
     /// Who sent it.

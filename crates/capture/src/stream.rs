@@ -15,6 +15,8 @@ const MAX_PENDING: usize = 1 << 20;
 const MAX_PENDING_SEGMENTS: usize = 4096;
 /// Holes remembered after giving up (see [`Stream::holes`]).
 const MAX_HOLES: usize = 64;
+/// Other initial sequence numbers remembered (see [`Stream::syn`]).
+const MAX_OTHER_ISNS: usize = 4;
 
 /// What one segment was.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,6 +33,12 @@ pub(crate) struct Stream {
     base: Option<u32>,
     /// Initial sequence number, from the SYN.
     isn: Option<u32>,
+    /// Initial sequence numbers of further SYNs (two SYN-ACKs on one connection: a
+    /// middlebox answering too, or a server restarted): until the first byte of data,
+    /// the data may follow one of these instead, and the stream is re-anchored.
+    other_isns: Vec<u32>,
+    /// Set when the stream was re-anchored on another SYN's sequence number.
+    rebased: bool,
     /// Bytes delivered in order so far.
     delivered: u64,
     /// Segments beyond a gap, by offset; may overlap each other.
@@ -51,8 +59,14 @@ impl Stream {
     /// already seen (a retransmitted SYN).
     pub fn syn(&mut self, seq: u32) -> bool {
         match self.isn {
-            Some(isn) if isn == seq => true,
-            _ => {
+            Some(isn) if isn == seq || self.other_isns.contains(&seq) => true,
+            Some(_) => {
+                if self.other_isns.len() < MAX_OTHER_ISNS {
+                    self.other_isns.push(seq);
+                }
+                false
+            }
+            None => {
                 if self.base.is_none() {
                     self.isn = Some(seq);
                     self.base = Some(seq.wrapping_add(1));
@@ -60,6 +74,16 @@ impl Stream {
                 false
             }
         }
+    }
+
+    /// How many SYNs with different sequence numbers this direction sent.
+    pub fn distinct_syns(&self) -> usize {
+        usize::from(self.isn.is_some()) + self.other_isns.len()
+    }
+
+    /// Whether the data followed a later SYN than the first.
+    pub fn rebased(&self) -> bool {
+        self.rebased
     }
 
     /// The ISN recorded from the SYN, if one was seen.
@@ -72,6 +96,19 @@ impl Stream {
     pub fn insert(&mut self, seq: u32, data: &[u8], out: &mut Vec<u8>) -> Arrival {
         if data.is_empty() {
             return Arrival::New;
+        }
+        if self.delivered == 0 && self.pending.is_empty() && !self.given_up {
+            if let Some(&isn) = self
+                .other_isns
+                .iter()
+                .find(|&&isn| isn.wrapping_add(1) == seq)
+            {
+                if self.base != Some(seq) {
+                    self.isn = Some(isn);
+                    self.base = Some(seq);
+                    self.rebased = true;
+                }
+            }
         }
         let base = *self.base.get_or_insert(seq);
         let rel = seq.wrapping_sub(base);
@@ -270,6 +307,22 @@ mod tests {
         assert_eq!(feed(&mut s, 1014, b"r").0, Arrival::New);
         assert_eq!(feed(&mut s, 1012, b"pqr").0, Arrival::Retransmission);
         assert!(s.holes.is_empty());
+    }
+
+    #[test]
+    fn data_after_a_second_syn_ack_follows_it() {
+        let mut s = Stream::default();
+        assert!(!s.syn(1000));
+        assert!(!s.syn(50_000));
+        assert!(s.syn(50_000), "repeated: a retransmission");
+        assert_eq!(s.distinct_syns(), 2);
+        // The data follows the second SYN-ACK's numbers.
+        assert_eq!(
+            feed(&mut s, 50_001, b"abc"),
+            (Arrival::New, b"abc".to_vec())
+        );
+        assert!(s.rebased());
+        assert_eq!(feed(&mut s, 50_004, b"de"), (Arrival::New, b"de".to_vec()));
     }
 
     #[test]

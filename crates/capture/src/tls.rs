@@ -5,6 +5,11 @@
 //! messages that span several records, which a record-at-a-time parser cannot do.
 //! It never decrypts: after ChangeCipherSpec (TLS 1.2) or in TLS 1.3 the remaining
 //! handshake is visible only as record types and lengths.
+//!
+//! Before the first record, [`crate::wrap`] skips what a proxy or a STARTTLS upgrade
+//! put in front of it. An SSLv2-format ClientHello (RFC 5246, E.2: what old clients
+//! send to reach servers of any version) is parsed here by hand, as `tls-parser`
+//! reads only TLS records; the server then answers with ordinary TLS records.
 
 use tls_parser::{
     TlsAlertDescription, TlsCipherSuite, TlsExtension, TlsVersion,
@@ -13,6 +18,7 @@ use tls_parser::{
 };
 
 use crate::report::{ClientHello, ServerHello};
+use crate::wrap::{Preamble, Step, Via};
 
 /// Largest record payload TLS allows (2^14 plus expansion for encrypted records).
 const MAX_RECORD: usize = (1 << 14) + 2048;
@@ -49,8 +55,11 @@ pub(crate) enum Event {
     ApplicationData {
         len: usize,
     },
-    /// The first bytes are not a TLS record.
-    NotTls,
+    /// The first bytes are not a TLS record, and no wrapper that leads to one; the
+    /// wrapper seen, if any, and why it is not TLS.
+    NotTls(Option<Via>, String),
+    /// TLS starts after this wrapper (a proxy's CONNECT, a STARTTLS upgrade).
+    Wrapped(Via),
     /// The stream stopped parsing as TLS; the reason.
     Malformed(String),
 }
@@ -63,6 +72,9 @@ pub(crate) struct Direction {
     records: u64,
     ccs_seen: bool,
     stopped: bool,
+    preamble: Preamble,
+    /// Set once the preamble scan found the first TLS byte.
+    in_tls: bool,
 }
 
 impl Direction {
@@ -71,22 +83,68 @@ impl Direction {
         self.stopped
     }
 
+    /// The wrapper seen before TLS (or instead of it), and what refused it.
+    pub fn wrapper(&self) -> (Option<Via>, Option<&str>) {
+        (self.preamble.via(), self.preamble.refusal.as_deref())
+    }
+
     /// Feed contiguous stream bytes; returns what they completed. `tls13` says the
     /// connection negotiated TLS 1.3, where handshake records stay plaintext after a
     /// (compatibility) ChangeCipherSpec.
-    pub fn feed(&mut self, data: &[u8], tls13: bool) -> Vec<Event> {
+    /// `client` says whether this is the client's direction (a wrapper's messages
+    /// differ by side).
+    pub fn feed(&mut self, data: &[u8], tls13: bool, client: bool) -> Vec<Event> {
         let mut events = Vec::new();
         if self.stopped {
             return events;
         }
         self.buf.extend_from_slice(data);
         let mut pos = 0;
-        while let Some(header) = self.buf.get(pos..pos + 5) {
+        if !self.in_tls {
+            match self.preamble.scan(&self.buf, client) {
+                Step::More => return events,
+                Step::NotTls(why) => {
+                    events.push(Event::NotTls(self.preamble.via(), why));
+                    self.stop();
+                    return events;
+                }
+                Step::Tls(at) => {
+                    self.in_tls = true;
+                    pos = at;
+                    if let Some(via) = self.preamble.via() {
+                        events.push(Event::Wrapped(via));
+                    }
+                }
+            }
+        }
+        loop {
+            if self.records == 0 && self.buf.get(pos).is_some_and(|b| b & 0x80 != 0) {
+                match sslv2_client_hello(&self.buf[pos..]) {
+                    None => break,
+                    Some(Ok((ch, len))) => {
+                        self.records += 1;
+                        events.push(Event::ClientHello(ch));
+                        pos += len;
+                        continue;
+                    }
+                    Some(Err(_)) => {
+                        events.push(Event::NotTls(None, "not an SSLv2 ClientHello".into()));
+                        self.stop();
+                        return events;
+                    }
+                }
+            }
+            let Some(header) = self.buf.get(pos..pos + 5) else {
+                break;
+            };
             let (ctype, major, minor) = (header[0], header[1], header[2]);
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
             if !(20..=24).contains(&ctype) || major != 3 || minor > 4 || len > MAX_RECORD {
                 if self.records == 0 {
-                    events.push(Event::NotTls);
+                    events.push(Event::NotTls(
+                        self.preamble.via(),
+                        format!("type {ctype}, version {major}.{minor}"),
+                    ));
                 } else {
                     events.push(Event::Malformed(format!(
                         "bytes after record {} are not a TLS record header (type {ctype}, version {major}.{minor}, length {len})",
@@ -169,6 +227,65 @@ impl Direction {
     }
 }
 
+/// Cipher kinds of SSL 2.0 (RFC 6101's predecessor; Netscape's SSL 2.0 document,
+/// appendix C), as three-byte specs in an SSLv2-format ClientHello.
+const SSL2_CIPHERS: &[(u32, &str)] = &[
+    (0x01_0080, "SSL2_RC4_128_WITH_MD5"),
+    (0x02_0080, "SSL2_RC4_128_EXPORT40_WITH_MD5"),
+    (0x03_0080, "SSL2_RC2_128_CBC_WITH_MD5"),
+    (0x04_0080, "SSL2_RC2_128_CBC_EXPORT40_WITH_MD5"),
+    (0x05_0080, "SSL2_IDEA_128_CBC_WITH_MD5"),
+    (0x06_0040, "SSL2_DES_64_CBC_WITH_MD5"),
+    (0x07_00c0, "SSL2_DES_192_EDE3_CBC_WITH_MD5"),
+];
+
+/// An SSLv2-format ClientHello (RFC 5246, E.2) at the start of `b`: the hello and
+/// its length on the wire; None when more bytes are needed.
+fn sslv2_client_hello(b: &[u8]) -> Option<Result<(ClientHello, usize), String>> {
+    let head = b.get(..2)?;
+    // A two-byte header (high bit set): no padding, length in the other 15 bits.
+    let len = (usize::from(head[0] & 0x7f) << 8) | usize::from(head[1]);
+    let body = b.get(2..2 + len)?;
+    let u16_at = |i: usize| {
+        body.get(i..i + 2)
+            .map(|x| usize::from(u16::from_be_bytes([x[0], x[1]])))
+    };
+    let (Some(&1), Some(version), Some(specs), Some(session), Some(challenge)) =
+        (body.first(), u16_at(1), u16_at(3), u16_at(5), u16_at(7))
+    else {
+        return Some(Err("too short".into()));
+    };
+    if specs % 3 != 0 || 9 + specs + session + challenge != len {
+        return Some(Err("lengths do not add up".into()));
+    }
+    let cipher_suites = body[9..9 + specs]
+        .chunks(3)
+        .filter(|c| !(c[0] == 0 && is_grease(u16::from_be_bytes([c[1], c[2]]))))
+        .map(|c| {
+            let spec = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
+            if c[0] == 0 {
+                cipher_name(u16::from_be_bytes([c[1], c[2]]))
+            } else {
+                SSL2_CIPHERS
+                    .iter()
+                    .find(|(v, _)| *v == spec)
+                    .map_or_else(|| format!("0x{spec:06x}"), |(_, n)| n.to_string())
+            }
+        })
+        .collect();
+    Some(Ok((
+        ClientHello {
+            legacy_version: version_name(version as u16),
+            supported_versions: Vec::new(),
+            cipher_suites,
+            sni: None,
+            alpn: Vec::new(),
+            sslv2_format: true,
+        },
+        2 + len,
+    )))
+}
+
 fn client_hello(msg: &[u8]) -> Result<ClientHello, String> {
     let (_, ch) = parse_tls_handshake_client_hello(msg)
         .map_err(|e| format!("malformed ClientHello: {e:?}"))?;
@@ -183,6 +300,7 @@ fn client_hello(msg: &[u8]) -> Result<ClientHello, String> {
             .collect(),
         sni: None,
         alpn: Vec::new(),
+        sslv2_format: false,
     };
     if let Some(ext) = ch.ext {
         // Extensions that fail to parse are left out; the rest are still reported.
@@ -260,6 +378,7 @@ fn is_grease(v: u16) -> bool {
 /// The usual name of a protocol version ("TLSv1.3"), or its hex value.
 pub(crate) fn version_name(v: u16) -> String {
     match v {
+        0x0002 => "SSLv2".into(),
         0x0300 => "SSLv3".into(),
         0x0301 => "TLSv1.0".into(),
         0x0302 => "TLSv1.1".into(),
@@ -324,8 +443,8 @@ mod tests {
         let bytes = [21, 3, 3, 0, 2, 2, 40];
         for split in 0..bytes.len() {
             let mut d = Direction::default();
-            let mut ev = d.feed(&bytes[..split], false);
-            ev.extend(d.feed(&bytes[split..], false));
+            let mut ev = d.feed(&bytes[..split], false, false);
+            ev.extend(d.feed(&bytes[split..], false, false));
             assert_eq!(ev.len(), 1, "split at {split}: {ev:?}");
             match &ev[0] {
                 Event::Alert { level, description } => {
@@ -340,8 +459,8 @@ mod tests {
     #[test]
     fn plain_text_is_not_tls() {
         let mut d = Direction::default();
-        let ev = d.feed(b"GET / HTTP/1.1\r\n", false);
-        assert!(matches!(ev.as_slice(), [Event::NotTls]));
+        let ev = d.feed(b"GET / HTTP/1.1\r\n", false, true);
+        assert!(matches!(ev.as_slice(), [Event::NotTls(None, _)]));
         assert!(d.stopped());
     }
 }

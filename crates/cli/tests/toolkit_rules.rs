@@ -369,3 +369,61 @@ fn port_map_coverage_on_an_nsg_needs_the_protected_role() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("--role"), "{}", stderr(&out));
 }
+
+/// `--host-address` gives address types the host's addresses, `--external-interface`
+/// limits which input interfaces count for "permissive", and `--vnet-address-space`
+/// says what VirtualNetwork is in an NSG.
+#[test]
+fn host_addresses_external_interfaces_and_vnet_space() {
+    let dir = Scratch::new("rules-context");
+    // ufw's shape: non-local destinations are dropped before the user's rules.
+    let rules = dir.file(
+        "ufw.rules",
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:not-local - [0:0]\n\
+         -A INPUT -j not-local\n\
+         -A INPUT -i eth1 -p tcp -m tcp --dport 22 -j ACCEPT\n\
+         -A not-local -m addrtype --dst-type LOCAL -j RETURN\n\
+         -A not-local -j DROP\nCOMMIT\n",
+    );
+    let permissive = |extra: &[&str]| {
+        let mut args = vec!["rules", "audit", rules.as_str(), "--format", "json"];
+        args.extend_from_slice(extra);
+        let v = json(&intraport(&args));
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "permissive")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let p = permissive(&["--host-address", "192.0.2.10/24"]);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0]["example"]["dst"], "192.0.2.10");
+    // eth1 is not among the declared external interfaces: not permissive.
+    assert!(permissive(&["--external-interface", "eth0"]).is_empty());
+    assert_eq!(permissive(&["--external-interface", "eth1"]).len(), 1);
+    let out = intraport(&["rules", "audit", &rules, "--host-address", "not-an-address"]);
+    assert_exit(&out, 2);
+
+    let nsg = dir.file(
+        "nsg.json",
+        r#"{"name": "nsg", "securityRules": [
+  {"name": "DenyRdp", "priority": 100, "direction": "Inbound", "access": "Deny", "protocol": "Tcp",
+   "sourceAddressPrefix": "*", "sourcePortRange": "*", "destinationAddressPrefix": "*", "destinationPortRange": "3389"}
+]}"#,
+    );
+    let flows = dir.file(
+        "flows.toml",
+        "[[flow]]\nname = \"ldap from on-prem\"\nproto = \"tcp\"\nsrc = [\"192.168.10.0/24\"]\ndst = [\"10.1.0.4/32\"]\ndports = [389]\nchain = \"Inbound\"\n",
+    );
+    let status = |extra: &[&str]| {
+        let mut args = vec!["rules", "audit", nsg.as_str(), "--flows", flows.as_str()];
+        args.extend_from_slice(&["--format", "json"]);
+        args.extend_from_slice(extra);
+        json(&intraport(&args))["coverage"][0]["status"].clone()
+    };
+    // By default 192.168.0.0/16 is VirtualNetwork: AllowVnetInBound lets it in.
+    assert_eq!(status(&[]), "allowed");
+    assert_eq!(status(&["--vnet-address-space", "10.1.0.0/16"]), "blocked");
+}

@@ -3,12 +3,13 @@
 //! Hand-written because `http-body-util`'s `Limited` counts bytes but has no timeout,
 //! and a client that sends a body a byte a minute must not hold an upstream request
 //! open forever. The errors are typed so that the proxy can answer 413 or 408 instead
-//! of a 502 when the upstream request fails because of them.
+//! of a 502 when the upstream request fails because of them, and 400 when the client's
+//! own body was not valid HTTP.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +45,50 @@ impl BodyLimit {
     }
 }
 
+/// The client's body could not be read: not valid HTTP (a malformed chunk), or the
+/// connection ended inside it. The client's fault (400), not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+impl ClientBodyError {
+    /// The client's body error, if there is one somewhere in an error's chain.
+    pub fn find<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ClientBodyError> {
+        let mut cur: Option<&'e (dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            if let Some(b) = c.downcast_ref::<ClientBodyError>() {
+                return Some(b);
+            }
+            cur = c.source();
+        }
+        None
+    }
+}
+
+/// How a body's passage went, shared with the proxy that waits on the upstream.
+#[derive(Debug, Default)]
+pub(crate) struct BodyEnd {
+    /// The whole body was passed on.
+    ended: AtomicBool,
+    /// The body was cut (and counted).
+    cut: AtomicBool,
+}
+
+impl BodyEnd {
+    /// When the wait for the upstream's answer timed out: whether the body was still
+    /// arriving (or cut), which makes the delay the client's. An unfinished body is
+    /// cut here, counted once in `body_timeouts`.
+    pub(crate) fn cut_unfinished(&self, stats: &AbuseStats) -> bool {
+        if self.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        if !self.cut.swap(true, Ordering::AcqRel) {
+            AbuseStats::bump(&stats.body_timeouts);
+        }
+        true
+    }
+}
+
 /// The client's body, limited in size and in time between frames.
 pub struct GuardedBody {
     inner: Incoming,
@@ -58,8 +103,8 @@ pub struct GuardedBody {
     /// Where a cut is counted (`body_too_large`, `body_timeouts`): here, because after
     /// an early answer the cut reaches only the upstream client, not the proxy.
     stats: Option<Arc<AbuseStats>>,
-    /// Cut already: a body is cut (and counted) once.
-    cut: bool,
+    /// Ended or cut already: a body is cut (and counted) once.
+    end: Arc<BodyEnd>,
 }
 
 impl GuardedBody {
@@ -71,6 +116,8 @@ impl GuardedBody {
         timeout: Duration,
         count: Option<Arc<AtomicU64>>,
     ) -> Self {
+        let end = BodyEnd::default();
+        end.ended.store(inner.is_end_stream(), Ordering::Relaxed);
         GuardedBody {
             inner,
             remaining: max,
@@ -79,7 +126,7 @@ impl GuardedBody {
             count,
             progress: None,
             stats: None,
-            cut: false,
+            end: Arc::new(end),
         }
     }
 
@@ -91,7 +138,7 @@ impl GuardedBody {
 
     /// Cuts the body for `limit`, counting it once.
     fn cut(&mut self, limit: BodyLimit) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !std::mem::replace(&mut self.cut, true)
+        if !self.end.cut.swap(true, Ordering::AcqRel)
             && let Some(s) = &self.stats
         {
             AbuseStats::bump(match limit {
@@ -100,6 +147,11 @@ impl GuardedBody {
             });
         }
         Poll::Ready(Some(Err(Box::new(limit))))
+    }
+
+    /// How the body's passage goes.
+    pub(crate) fn end(&self) -> Arc<BodyEnd> {
+        self.end.clone()
     }
 
     /// Tells `clock` of each piece passed on.
@@ -135,12 +187,18 @@ impl Body for GuardedBody {
                         p.body_progress();
                     }
                 }
+                if this.inner.is_end_stream() {
+                    this.end.ended.store(true, Ordering::Release);
+                }
                 let deadline = Instant::now() + this.timeout;
                 this.sleep.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
+            Poll::Ready(None) => {
+                this.end.ended.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.sleep.as_mut().poll(cx).is_ready() {
                     return this.cut(BodyLimit::Timeout);

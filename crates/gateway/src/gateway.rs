@@ -17,12 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use intraport_audit::{Action, Audit, AuditHandle, Event, Outcome, Text};
 use intraport_limits::{
-    AbuseSnapshot, AbuseStats, BanNotice, ConnLimiter, Guard, InProcess, Rate, RateDecision,
-    RedisState, SharedState,
+    AbuseSnapshot, AbuseStats, BanNotice, ConnLimiter, ConnRefusal, Guard, InProcess, Rate,
+    RateDecision, RedisState, SharedState, UpstreamHolds,
 };
 use intraport_token::{FetchGate, Provider};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -65,6 +64,10 @@ pub enum StartError {
     /// The configuration file is invalid (reload from file).
     #[error("invalid configuration ({} errors)", .0.len())]
     Config(Vec<ConfigError>),
+    /// The configuration has no listener: it would serve nothing, and as a reload it
+    /// would close every listener (an empty or truncated file, most likely).
+    #[error("the configuration has no listener: it would close every listener")]
+    NoListener,
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -100,7 +103,7 @@ impl ListenerStats {
 /// What an accepted connection of one listener needs, swapped whole on reload.
 pub(crate) struct ListenerRuntime {
     pub listener: Arc<Listener>,
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// The listener's name, for metric labels and events.
     pub name: Name,
     /// Each HTTP route's upstream client and name, by route name.
@@ -112,6 +115,8 @@ pub(crate) struct ListenerRuntime {
     pub stats: Arc<ListenerStats>,
     /// Open connections (kept across reloads, like `stats`).
     pub conns: Arc<ConnLimiter>,
+    /// Upstream requests held per source (kept across reloads too).
+    pub holds: Arc<UpstreamHolds>,
 }
 
 /// What a request on one HTTP route needs beyond its configuration.
@@ -128,6 +133,35 @@ struct ListenerSlot {
     cert_watch: CancellationToken,
     stats: Arc<ListenerStats>,
     conns: Arc<ConnLimiter>,
+    holds: Arc<UpstreamHolds>,
+    /// The listen queue asked for, and the socket it was asked of (owned by the
+    /// accept loop: the socket closes when it stops).
+    backlog: u32,
+    socket: std::sync::Weak<TcpListener>,
+}
+
+impl ListenerSlot {
+    /// Give the listening socket a new listen queue (Linux takes a second listen(2)).
+    fn relisten(&self, backlog: u32) -> std::io::Result<()> {
+        let socket = self.socket.upgrade().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotConnected, "the listener is closed")
+        })?;
+        socket2::SockRef::from(&*socket).listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+    }
+}
+
+/// Bind `addr` and listen with a queue of `backlog` (tokio's `bind` fixes it at 1024).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted gateway can bind while old
+    // connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 struct RunningProvider {
@@ -219,6 +253,50 @@ impl FetchGate for IdpGate {
                 );
                 false
             }
+        }
+    }
+}
+
+/// How often the watched configuration file is looked at.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How long a changed file must stay unchanged before it is read.
+const WATCH_SETTLE: Duration = Duration::from_secs(1);
+
+/// What tells one version of a file from the next without reading it: polling this is
+/// enough for a file edited by people or replaced by configuration management, and
+/// needs no platform API. The inode tells a file renamed into place from the old one
+/// even when size and time agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    len: u64,
+    inode: (u64, u64),
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            modified: m.modified().ok()?,
+            len: m.len(),
+            inode: (m.dev(), m.ino()),
+        })
+    }
+}
+
+/// Wait until the file's stamp has stayed the same for [`WATCH_SETTLE`]; the stamp
+/// it settled on (`None` while the file is missing: it waits for it to come back).
+async fn settle(path: &std::path::Path, mut last: Option<FileStamp>) -> Option<FileStamp> {
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(WATCH_POLL).await;
+        let now = FileStamp::of(path);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if now.is_some() && since.elapsed() >= WATCH_SETTLE {
+            return now;
         }
     }
 }
@@ -537,26 +615,31 @@ impl GatewayHandle {
     }
 
     fn spawn_file_watch(self: Arc<Self>, file: PathBuf) {
-        // Polling the modification time (and size) is enough for a file edited by
-        // people or replaced by configuration management, and needs no platform API.
-        let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        };
         let cancel = self.watch.clone();
         tokio::spawn(async move {
-            let mut seen = stamp(&file);
+            let mut seen = FileStamp::of(&file);
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = tokio::time::sleep(WATCH_POLL) => {}
                 }
-                let now = stamp(&file);
-                if now != seen && now.is_some() {
-                    seen = now;
-                    tracing::info!(file = %file.display(), "configuration file changed: reloading");
-                    let _ = self.reload_from_file().await;
+                let now = FileStamp::of(&file);
+                if now == seen || now.is_none() {
+                    continue;
                 }
+                // Changed: wait until it stops changing, so that a file still being
+                // written is not read half-way (a prefix of a configuration can be a
+                // valid configuration with fewer routes).
+                let settled = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    s = settle(&file, now) => s,
+                };
+                // What was read is this state or a later one: a change after it is
+                // seen at the next poll, so a file refused half-written is read again
+                // once its writer finishes.
+                seen = settled;
+                tracing::info!(file = %file.display(), "configuration file changed: reloading");
+                let _ = self.reload_from_file().await;
             }
         });
     }
@@ -564,6 +647,10 @@ impl GatewayHandle {
     async fn apply(&self, config: Config) -> Result<(), StartError> {
         if self.shared.drain.is_cancelled() {
             return Err(StartError::ShuttingDown);
+        }
+        // `load_config` refuses such a file; this holds for a `Config` built otherwise.
+        if config.listeners.is_empty() {
+            return Err(StartError::NoListener);
         }
         let mut control = self.control.lock().await;
         if config.admin_listen != self.admin_configured {
@@ -651,29 +738,15 @@ impl GatewayHandle {
                 .filter(|s| s.configured == listener.listen);
             let stats = existing.map_or_else(Default::default, |s| s.stats.clone());
             let conns = existing.map_or_else(ConnLimiter::new, |s| s.conns.clone());
+            let holds = existing.map_or_else(UpstreamHolds::new, |s| s.holds.clone());
             let (acceptor, cert) = match &listener.tls {
                 Some(spec) => {
-                    let cert = ReloadingCert::load(&spec.cert, &spec.key).map_err(|message| {
-                        StartError::Setup {
+                    let (acceptor, cert) = tls::acceptor(spec, listener.protocol.is_http())
+                        .map_err(|message| StartError::Setup {
                             name: name.clone(),
                             message,
-                        }
-                    })?;
-                    let alpn: &[&[u8]] = if listener.protocol.is_http() {
-                        &[b"h2", b"http/1.1"]
-                    } else {
-                        &[]
-                    };
-                    let cfg = tls::server_config(spec, cert.clone(), alpn).map_err(|message| {
-                        StartError::Setup {
-                            name: name.clone(),
-                            message,
-                        }
-                    })?;
-                    (
-                        Some(TlsAcceptor::from(cfg)),
-                        Some((cert, spec.reload_interval)),
-                    )
+                        })?;
+                    (Some(acceptor), Some((cert, spec.reload_interval)))
                 }
                 None => (None, None),
             };
@@ -707,7 +780,7 @@ impl GatewayHandle {
             let socket = if existing.is_some() {
                 None
             } else {
-                Some(TcpListener::bind(listener.listen).await.map_err(|source| {
+                Some(bind(listener.listen, listener.backlog).map_err(|source| {
                     StartError::Bind {
                         name: name.clone(),
                         addr: listener.listen,
@@ -727,6 +800,7 @@ impl GatewayHandle {
                     provider_names: provider_names.clone(),
                     stats,
                     conns,
+                    holds,
                 },
                 cert,
                 socket,
@@ -771,9 +845,20 @@ impl GatewayHandle {
             }
             let stats = p.runtime.stats.clone();
             let conns = p.runtime.conns.clone();
+            let holds = p.runtime.holds.clone();
+            let backlog = p.runtime.listener.backlog;
             match p.socket {
                 None => {
                     if let Some(slot) = control.listeners.get_mut(&p.name) {
+                        if slot.backlog != backlog {
+                            // listen(2) again on a listening socket sets its queue.
+                            match slot.relisten(backlog) {
+                                Ok(()) => slot.backlog = backlog,
+                                Err(e) => {
+                                    tracing::warn!(listener = %p.name, error = %e, backlog, "listen queue not changed")
+                                }
+                            }
+                        }
                         slot.runtime.store(Arc::new(p.runtime));
                         slot.cert_watch.cancel();
                         slot.cert_watch = cert_watch;
@@ -784,6 +869,7 @@ impl GatewayHandle {
                         old.stop_accepting.cancel();
                         old.cert_watch.cancel();
                     }
+                    let socket = Arc::new(socket);
                     let bound = socket.local_addr().map_err(|source| StartError::Bind {
                         name: p.name.clone(),
                         addr: p.configured,
@@ -792,7 +878,12 @@ impl GatewayHandle {
                     let runtime = Arc::new(ArcSwap::from_pointee(p.runtime));
                     let stop = self.shared.drain.child_token();
                     tracing::info!(listener = %p.name, addr = %bound, "listening");
-                    spawn_accept(socket, runtime.clone(), stop.clone(), self.shared.clone());
+                    spawn_accept(
+                        socket.clone(),
+                        runtime.clone(),
+                        stop.clone(),
+                        self.shared.clone(),
+                    );
                     control.listeners.insert(
                         p.name,
                         ListenerSlot {
@@ -803,6 +894,9 @@ impl GatewayHandle {
                             cert_watch,
                             stats,
                             conns,
+                            holds,
+                            backlog,
+                            socket: Arc::downgrade(&socket),
                         },
                     );
                 }
@@ -835,7 +929,7 @@ fn spawn_provider(name: String, provider: Arc<Provider>, cancel: CancellationTok
 }
 
 fn spawn_accept(
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
     runtime: Arc<ArcSwap<ListenerRuntime>>,
     stop: CancellationToken,
     shared: Arc<Shared>,
@@ -886,19 +980,21 @@ fn spawn_accept(
             let permit = match rt.conns.try_acquire(peer.ip(), rt.listener.limits.conn) {
                 Ok(p) => p,
                 Err(r) => {
-                    AbuseStats::bump(match r {
-                        intraport_limits::ConnRefusal::ListenerFull => {
-                            &stats.connections_refused_listener_cap
+                    let (counter, outcome) = match r {
+                        ConnRefusal::ListenerFull => (
+                            &stats.connections_refused_listener_cap,
+                            "refused_listener_cap",
+                        ),
+                        ConnRefusal::SourceFull => {
+                            (&stats.connections_refused_source_cap, "refused_source_cap")
                         }
-                        intraport_limits::ConnRefusal::SourceFull => {
-                            &stats.connections_refused_source_cap
-                        }
-                    });
-                    tracing::info!(event = "refused", reason = r.as_str(), listener = %rt.listener.name, %peer, "connection refused");
-                    let outcome = match r {
-                        intraport_limits::ConnRefusal::ListenerFull => "refused_listener_cap",
-                        intraport_limits::ConnRefusal::SourceFull => "refused_source_cap",
+                        ConnRefusal::OverShare => (
+                            &stats.connections_refused_source_share,
+                            "refused_source_share",
+                        ),
                     };
+                    AbuseStats::bump(counter);
+                    tracing::info!(event = "refused", reason = r.as_str(), listener = %rt.listener.name, %peer, "connection refused");
                     let _ = stream.set_zero_linger();
                     refused(&shared, &conn, outcome, r.as_str()).await;
                     continue;

@@ -17,7 +17,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use intraport_limits::{AbuseStats, RateDecision};
 use intraport_policy::forward::{self, HopByHop};
 use intraport_policy::{CertIdentity, Denial, DenyReason, IdentityRequirement, PathError};
@@ -28,13 +28,14 @@ use tokio_util::sync::CancellationToken;
 
 use intraport_audit::{Action, Outcome, Text, TlsInfo};
 
-use crate::body::{BodyLimit, GuardedBody};
+use crate::body::{BodyLimit, ClientBodyError, GuardedBody};
 use crate::config::{HttpRoute, Routes};
 use crate::gateway::{ListenerRuntime, Shared};
 use crate::metrics::{
     ConnLabels, PolicyLabels, RequestLabels, RouteLabels, TokenLabels, UpstreamLabels, status_class,
 };
 use crate::observe::{AuditedBody, ConnInfo, RequestTrace, TlsFacts};
+use crate::send::SendWatch;
 use crate::tcp::{Activity, Tracked};
 use crate::tls::HandshakeFailure;
 
@@ -63,6 +64,8 @@ struct ConnCtx {
     banned: CancellationToken,
     /// The client's activity: the idle timeout and the request-head clock.
     clock: Arc<Activity>,
+    /// The answers being sent: the send timeout.
+    sends: Arc<SendWatch>,
 }
 
 impl ConnCtx {
@@ -86,6 +89,7 @@ impl ConnCtx {
             reset_flood: CancellationToken::new(),
             banned: CancellationToken::new(),
             clock,
+            sends: SendWatch::new(),
         }
     }
 
@@ -142,6 +146,23 @@ impl Drop for RequestGuard {
     }
 }
 
+/// hyper's executor for the HTTP/2 streams of a connection (each stream's request
+/// runs in a task of its own): the shutdown's task tracker, so that shutdown waits
+/// for streams cut at the grace deadline to end, and their events to be queued,
+/// before it flushes the audit sinks.
+#[derive(Clone)]
+struct StreamExecutor(tokio_util::task::TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
+
 /// Complete the TLS handshake (if the listener has TLS) and serve HTTP/1.1 or HTTP/2.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
@@ -154,8 +175,10 @@ pub(crate) async fn serve_connection(
     // in plaintext (above TLS), also start the clock of a request head.
     let clock = Arc::new(Activity::new());
     // HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge, or after
-    // ALPN h2: hyper tells the two apart by those bytes, whatever ALPN said).
-    clock.await_head();
+    // ALPN h2: hyper tells the two apart by those bytes, whatever ALPN said). The first
+    // head is timed from now, not from its first byte: a connection that says nothing
+    // is closed at the head timeout, not held until the idle timeout.
+    clock.head_starts_now();
     let Some(acceptor) = &rt.acceptor else {
         let stream = Tracked::http(stream, clock.clone());
         let ctx = Arc::new(ConnCtx::new(conn, "http", None, runtime, shared, clock));
@@ -165,8 +188,9 @@ pub(crate) async fn serve_connection(
     let Some((tls, cert)) = handshake(acceptor, stream, &mut conn, &rt, &shared).await else {
         return;
     };
-    // The handshake was activity too.
+    // The handshake was activity too; the first head is timed from its end.
     clock.touch();
+    clock.head_starts_now();
     let tls = Tracked::http(tls, clock.clone());
     let ctx = Arc::new(ConnCtx::new(conn, "https", cert, runtime, shared, clock));
     serve_http(TokioIo::new(tls), ctx, &rt).await;
@@ -311,7 +335,8 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(StreamExecutor(shared.tracker.clone()));
     // The request-head timeout is ours (`Activity::head_overdue`): hyper's restarts
     // whenever it waits for a head, so a keep-alive connection quiet between requests
     // would be closed at the head timeout rather than the idle timeout.
@@ -355,6 +380,7 @@ where
             clock.head_received();
         }
     };
+    let send_watch = conn_ctx.sends.overdue(limits.send_timeout);
     let stats = shared.guard.stats().clone();
     let listener = &rt.listener.name;
     let peer = conn_ctx.conn.peer;
@@ -383,6 +409,12 @@ where
             AbuseStats::bump(&stats.header_timeouts);
             tracing::info!(event = "limit", limit = "header_read_timeout", %listener, %peer, "connection closed: request head not received in time");
             ("header_read_timeout", None)
+        }
+        () = send_watch => {
+            AbuseStats::bump(&stats.send_timeouts);
+            tracing::info!(event = "limit", limit = "send_timeout", %listener, %peer, "connection closed: the client did not take its answer in time");
+            // Not wound down: what is left to send would wait on the same client.
+            ("send_timeout", None)
         }
         () = idle_watch => {
             AbuseStats::bump(&stats.idle_closes);
@@ -455,6 +487,13 @@ fn conn_error(
 #[derive(Debug)]
 enum Reject {
     BadPath(PathError),
+    /// `Host` / `:authority` missing, repeated, inconsistent or not `host[:port]`.
+    BadHost(String),
+    /// CONNECT, TRACE, TRACK: a reverse proxy has no tunnel to open, and a reflected
+    /// request would echo the credentials back (cross-site tracing).
+    MethodNotAllowed(http::Method),
+    /// The client's request body is not valid HTTP (a malformed chunk).
+    BadRequest(String),
     NoRoute,
     Token(TokenError),
     Denied(Denial),
@@ -469,6 +508,8 @@ enum Reject {
         retry_after: Duration,
         by_identity: bool,
     },
+    /// The source holds this many upstream requests already.
+    HoldLimited(usize),
     Banned(Duration),
     /// `durability = "sync"` and the request's event could not be written.
     AuditUnavailable,
@@ -477,7 +518,10 @@ enum Reject {
 impl Reject {
     fn status(&self) -> StatusCode {
         match self {
-            Reject::BadPath(_) => StatusCode::BAD_REQUEST,
+            Reject::BadPath(_) | Reject::BadHost(_) | Reject::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Reject::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Reject::NoRoute => StatusCode::NOT_FOUND,
             Reject::Token(_) => StatusCode::UNAUTHORIZED,
             Reject::Denied(d) => {
@@ -489,7 +533,7 @@ impl Reject {
             Reject::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Reject::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Reject::RateLimited { .. } | Reject::HoldLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::Banned(_) => StatusCode::FORBIDDEN,
             Reject::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -498,6 +542,9 @@ impl Reject {
     fn code(&self) -> &'static str {
         match self {
             Reject::BadPath(_) => "bad_path",
+            Reject::BadHost(_) => "bad_host",
+            Reject::MethodNotAllowed(_) => "method_not_allowed",
+            Reject::BadRequest(_) => "bad_request",
             Reject::NoRoute => "no_route",
             Reject::Token(e) => e.code.as_str(),
             Reject::Denied(d) => d.reason.code(),
@@ -514,6 +561,7 @@ impl Reject {
             Reject::RateLimited {
                 by_identity: true, ..
             } => "identity_rate_limited",
+            Reject::HoldLimited(_) => "upstream_requests_limited",
             Reject::Banned(_) => "source_banned",
             Reject::AuditUnavailable => "audit_unavailable",
         }
@@ -538,7 +586,9 @@ impl Reject {
 
     fn detail(&self) -> String {
         match self {
-            Reject::BadPath(e) => e.to_string(),
+            Reject::BadPath(e) => format!("{} ({})", e, e.code()),
+            Reject::BadHost(m) | Reject::BadRequest(m) => m.clone(),
+            Reject::MethodNotAllowed(m) => format!("method {m} is not forwarded"),
             Reject::NoRoute => "no route for this host and path".into(),
             Reject::Token(e) => e.message.clone(),
             Reject::Denied(d) => d.detail.clone(),
@@ -559,6 +609,9 @@ impl Reject {
                     "source's"
                 },
                 retry_after.as_millis()
+            ),
+            Reject::HoldLimited(max) => format!(
+                "the source has {max} requests with the upstreams already, whose answers are not sent yet"
             ),
             Reject::Banned(left) => {
                 format!("the source is banned for {} more seconds", left.as_secs())
@@ -650,11 +703,24 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let version = req.version();
-    let mut trace = RequestTrace::default();
+    let mut cut = CutByShutdown {
+        ctx,
+        rid: &rid,
+        method: &method,
+        path: uri.path(),
+        version,
+        started,
+        trace: RequestTrace::default(),
+        armed: shared.audit.is_some(),
+    };
     if shared.audit.is_some() {
-        trace.bytes_in = Some(Arc::new(AtomicU64::new(0)));
+        cut.trace.bytes_in = Some(Arc::new(AtomicU64::new(0)));
     }
-    let (mut resp, code, refusal) = match proxy(req, ctx, &rt, &rid, &mut trace).await {
+    let answer = proxy(req, ctx, &rt, &rid, &mut cut.trace).await;
+    // Answered (or refused): the event below is the request's.
+    cut.armed = false;
+    let trace = &cut.trace;
+    let (mut resp, code, refusal) = match answer {
         Ok(r) => (r, "forwarded", None),
         Err((route, reject)) => {
             if matches!(reject, Reject::Token(_) | Reject::Denied(_)) {
@@ -715,8 +781,14 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
             audit.emit(event).await;
         } else {
             let (parts, body) = resp.into_parts();
-            let body =
-                AuditedBody::new(body, event, audit.clone(), trace.bytes_in.clone(), started);
+            let body = AuditedBody::new(
+                body,
+                event,
+                audit.clone(),
+                shared.clone(),
+                trace.bytes_in.clone(),
+                started,
+            );
             resp = Response::from_parts(parts, body.boxed());
         }
     }
@@ -724,6 +796,59 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx) -> Response<Body> {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
+}
+
+/// The event of a request still unanswered when the shutdown's grace period ends:
+/// the connection is closed and the request's future dropped, and this guard's
+/// `Drop` queues its event (outcome failure, reason `shutdown`, no status: none was
+/// sent) before the connection's task ends, so that the audit flush at shutdown has
+/// it. A request the client abandons is not recorded here (its connection's
+/// `connection-closed` event counts it).
+struct CutByShutdown<'a> {
+    ctx: &'a ConnCtx,
+    rid: &'a str,
+    method: &'a http::Method,
+    path: &'a str,
+    version: Version,
+    started: Instant,
+    trace: RequestTrace,
+    armed: bool,
+}
+
+impl Drop for CutByShutdown<'_> {
+    fn drop(&mut self) {
+        let shared = &self.ctx.shared;
+        let Some(audit) = &shared.audit else { return };
+        if !self.armed || !shared.kill.is_cancelled() {
+            return;
+        }
+        let mut e = self.trace.event(
+            &self.ctx.conn,
+            self.ctx.cert.as_deref(),
+            self.rid,
+            self.method,
+            self.path,
+            self.version,
+            0,
+            None,
+        );
+        if self.trace.rule.is_none() {
+            // Cut while still being decided, not forwarded.
+            e.action = Action::PolicyDecision;
+        }
+        e.outcome = Outcome::Failure;
+        e.reason = Some(Text::new_static("shutdown"));
+        if let Some(h) = e.http.as_mut() {
+            h.status = None;
+        }
+        e.bytes_in = self
+            .trace
+            .bytes_in
+            .as_ref()
+            .map(|b| b.load(Ordering::Relaxed));
+        e.durations.total = Some(self.started.elapsed());
+        audit.emit_detached(e);
+    }
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, TokenError> {
@@ -773,6 +898,62 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Methods never forwarded: CONNECT (a reverse proxy opens no tunnels; TCP routes
+/// are for that), TRACE and IIS's TRACK (they echo the request, credentials
+/// included). Compared without case: a server that reads methods so would take
+/// `trace` for TRACE.
+fn refused_method(m: &http::Method) -> bool {
+    let s = m.as_str();
+    ["CONNECT", "TRACE", "TRACK"]
+        .iter()
+        .any(|r| s.eq_ignore_ascii_case(r))
+}
+
+/// The host a request names: the request target's authority (absolute-form, or
+/// HTTP/2's `:authority`) or its one `Host` header. Refused: no host at all, two
+/// `Host` headers, a `Host` that differs from the target's authority, and anything
+/// that is not a plain `host[:port]` (userinfo included).
+fn request_authority<B>(req: &Request<B>) -> Result<String, String> {
+    let mut values = req.headers().get_all(HOST).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err("more than one Host header".into());
+    }
+    let header = header
+        .map(|v| {
+            v.to_str()
+                .map(str::trim)
+                .map_err(|_| "the Host header is not visible ASCII".to_string())
+        })
+        .transpose()?;
+    let target = req.uri().authority().map(http::uri::Authority::as_str);
+    let host = match (target, header) {
+        (Some(t), Some(h)) if !t.eq_ignore_ascii_case(h) => {
+            return Err(format!(
+                "the Host header `{h}` differs from the request target's authority `{t}`"
+            ));
+        }
+        (Some(h), _) | (None, Some(h)) => h,
+        (None, None) => return Err("no Host header".into()),
+    };
+    intraport_policy::check_authority(host).map_err(|e| format!("host `{host}`: {e}"))?;
+    Ok(host.to_string())
+}
+
+/// Every element of a trusted proxy's `X-Forwarded-Host` is a plain `host[:port]`.
+fn forwarded_host_ok(headers: &http::HeaderMap) -> Result<(), String> {
+    for v in headers.get_all("x-forwarded-host") {
+        let s = v
+            .to_str()
+            .map_err(|_| "X-Forwarded-Host is not visible ASCII".to_string())?;
+        for h in s.split(',').map(str::trim) {
+            intraport_policy::check_authority(h)
+                .map_err(|e| format!("X-Forwarded-Host `{h}`: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 type Refusal = (Option<String>, Reject);
 
 /// A request counted in `http_requests_in_flight` until it is answered.
@@ -817,27 +998,33 @@ async fn proxy(
         return Err((None, Reject::HeadersTooLarge(limits.max_header_bytes)));
     }
 
-    // Route.
+    // Method, host, path: what the request names, refused unless it is unambiguous.
+    if refused_method(req.method()) {
+        return Err((None, Reject::MethodNotAllowed(req.method().clone())));
+    }
+    let host = request_authority(&req).map_err(|e| (None, Reject::BadHost(e)))?;
+    let trusted = &rt.listener.trusted_proxies;
+    let from_proxy = trusted
+        .contains(ctx.conn.peer.ip().to_canonical())
+        .is_some();
+    if from_proxy {
+        // Kept and passed on: it must name hosts, not `user@host` (an upstream that
+        // builds links from it would send its users to whatever follows the `@`).
+        forwarded_host_ok(req.headers()).map_err(|e| (None, Reject::BadHost(e)))?;
+    }
     let path = intraport_policy::normalize_path(req.uri().path())
-        .map_err(|e| (None, Reject::BadPath(e)))?
-        .into_owned();
-    let host: Option<String> = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+        .map_err(|e| (None, Reject::BadPath(e)))?;
+
+    // Route.
     let Routes::Http { table, .. } = &rt.listener.routes else {
         return Err((None, Reject::NoRoute));
     };
-    let route: Arc<HttpRoute> = table
-        .find(host.as_deref(), &path)
-        .cloned()
+    let matched = table
+        .lookup(Some(&host), &path)
         .ok_or((None, Reject::NoRoute))?;
+    let route: Arc<HttpRoute> = matched.value.clone();
+    // The path policy judged, spelled as the route's prefix: the one forwarded.
+    let path = matched.path.into_owned();
     let refuse = |r: Reject| (Some(route.name.clone()), r);
     let route_rt = rt
         .upstreams
@@ -860,7 +1047,6 @@ async fn proxy(
     };
 
     // Source.
-    let trusted = &rt.listener.trusted_proxies;
     let client = intraport_policy::client_ip(ctx.conn.peer.ip(), req.headers(), trusted);
     trace.client = Some(client.ip);
     if let Err(d) = route.policy.check_source(client.ip) {
@@ -903,8 +1089,13 @@ async fn proxy(
         return Err(refuse(Reject::BodyTooLarge(max_body)));
     }
     let auth_failed = |code: ErrorCode| async move {
-        // A failure on our side (no key set) is not the client's.
+        // A failure on our side (no key set) is not the client's; nor is a token that
+        // only expired (its signature and issuer were checked before its time): a
+        // legitimate client retries with one before it refreshes, and behind a NAT
+        // its retries would ban everyone there. Forged, foreign and malformed tokens
+        // count.
         if code != ErrorCode::JwksUnavailable
+            && code != ErrorCode::Expired
             && guard.auth_failure(client.ip, code.as_str()).await.is_some()
         {
             // This failure banned the source.
@@ -1010,6 +1201,15 @@ async fn proxy(
         }
     }
 
+    // The source's upstream requests: each holds an upstream connection until its
+    // answer is sent, so a client that does not read its answers cannot take them all.
+    let cap = limits.max_upstream_requests_per_source;
+    let Some(hold) = rt.holds.try_acquire(client.ip, cap) else {
+        AbuseStats::bump(&stats.upstream_holds_refused);
+        tracing::info!(event = "limit", limit = "max_upstream_requests_per_source", %listener, route = %route.name, source = %client.ip, "upstream request cap reached");
+        return Err(refuse(Reject::HoldLimited(cap)));
+    };
+
     // Forward.
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -1019,6 +1219,7 @@ async fn proxy(
     if !body.is_end_stream() {
         body = body.reporting_to(ctx.clock.clone());
     }
+    let upload = body.end();
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop_with(
         headers,
@@ -1027,21 +1228,18 @@ async fn proxy(
             keep_te_trailers: false,
         },
     );
-    forward::strip_intraport(headers);
+    forward::strip_spoofable(headers, from_proxy);
     if route.strip_authorization {
         headers.remove(AUTHORIZATION);
     }
     for (name, value) in forward::identity_headers(identity.as_deref(), ctx.cert.as_deref()) {
         headers.insert(name, value);
     }
-    let from_proxy = trusted
-        .contains(ctx.conn.peer.ip().to_canonical())
-        .is_some();
     forward::forwarded_headers(
         headers,
         ctx.conn.peer.ip(),
         ctx.scheme,
-        host.as_deref(),
+        Some(&host),
         from_proxy,
     );
     headers.remove(HOST);
@@ -1080,6 +1278,9 @@ async fn proxy(
             .inc();
     };
     let mut resp = match sent {
+        // A body still arriving when the response timeout runs out is the client's
+        // delay, not the upstream's: 408, counted as a body timeout.
+        Err(_) if upload.cut_unfinished(stats) => return Err(refuse(Reject::BodyTimeout)),
         Err(_) => {
             upstream_result("timeout");
             return Err(refuse(Reject::UpstreamTimeout));
@@ -1091,6 +1292,9 @@ async fn proxy(
                 Some(BodyLimit::TooLarge) => return Err(refuse(Reject::BodyTooLarge(max_body))),
                 Some(BodyLimit::Timeout) => return Err(refuse(Reject::BodyTimeout)),
                 None => {}
+            }
+            if let Some(bad) = ClientBodyError::find(&e) {
+                return Err(refuse(Reject::BadRequest(bad.to_string())));
             }
             let chain = error_chain(&e);
             let timed_out = source_is_timeout(&e);
@@ -1133,7 +1337,12 @@ async fn proxy(
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers);
     rparts.version = Version::HTTP_11;
-    Ok(Response::from_parts(rparts, rbody.boxed()))
+    let body = if rbody.is_end_stream() {
+        rbody.boxed()
+    } else {
+        ctx.sends.track(rbody.boxed(), Some(hold)).boxed()
+    };
+    Ok(Response::from_parts(rparts, body))
 }
 
 async fn tunnel(

@@ -14,7 +14,8 @@
 //!
 //! Layout: [`config`] reads and validates; [`tls`] builds listener TLS and classifies
 //! handshake failures; `gateway` owns listeners, providers, reload and shutdown;
-//! `http` and `tcp` are the per-connection data planes; `upstream` the pooled
+//! `http` and `tcp` are the per-connection data planes (`body` limits request
+//! bodies, `send` times answers on their way to the client); `upstream` the pooled
 //! upstream clients; `observe` the audit events they emit; `metrics` the Prometheus
 //! registry; `status` the `/status` page; `admin` the admin endpoints.
 
@@ -25,6 +26,7 @@ mod gateway;
 mod http;
 mod metrics;
 mod observe;
+mod send;
 mod status;
 mod tcp;
 pub mod tls;

@@ -103,7 +103,7 @@ impl Metrics {
         let connections = Family::<ConnLabels, Counter>::default();
         registry.register(
             "connections",
-            "TCP connections by listener and outcome (accepted, refused_banned, refused_listener_cap, refused_source_cap, refused_source)",
+            "TCP connections by listener and outcome (accepted, refused_banned, refused_listener_cap, refused_source_cap, refused_source_share, refused_source)",
             connections.clone(),
         );
         let connections_active = Family::<ListenerLabels, Gauge>::default();

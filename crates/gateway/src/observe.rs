@@ -21,6 +21,7 @@ use intraport_audit::{Action, Audit, Event, HttpInfo, Outcome, Text, TlsInfo};
 use intraport_policy::CertIdentity;
 use intraport_token::Identity;
 
+use crate::gateway::Shared;
 use crate::http::Body;
 use crate::metrics::Name;
 
@@ -181,12 +182,18 @@ impl RequestTrace {
 
 /// A response body that counts the bytes sent and writes the request's event when it
 /// ends (or the client goes away): exact byte counts without holding the response.
+/// A body cut by the end of the shutdown's grace period is recorded as such (outcome
+/// failure, reason `shutdown`, the bytes sent so far).
 pub(crate) struct AuditedBody {
     inner: Body,
     sent: u64,
+    /// The last frame was read.
+    ended: bool,
     /// Shared from the start, so that queueing it for the sinks is a move, not a copy.
     event: Option<Arc<Event>>,
     audit: Audit,
+    /// For the shutdown's kill signal, looked at only when a body is dropped unended.
+    shared: Arc<Shared>,
     bytes_in: Option<Arc<AtomicU64>>,
     started: Instant,
 }
@@ -196,14 +203,17 @@ impl AuditedBody {
         inner: Body,
         event: Event,
         audit: Audit,
+        shared: Arc<Shared>,
         bytes_in: Option<Arc<AtomicU64>>,
         started: Instant,
     ) -> AuditedBody {
         AuditedBody {
             inner,
             sent: 0,
+            ended: false,
             event: Some(Arc::new(event)),
             audit,
+            shared,
             bytes_in,
             started,
         }
@@ -219,10 +229,14 @@ impl hyper::body::Body for AuditedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.sent += d.len() as u64;
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.sent += d.len() as u64;
+                }
             }
+            Poll::Ready(None) => self.ended = true,
+            _ => {}
         }
         r
     }
@@ -244,6 +258,13 @@ impl Drop for AuditedBody {
             e.bytes_out = Some(self.sent);
             e.bytes_in = self.bytes_in.as_ref().map(|b| b.load(Ordering::Relaxed));
             e.durations.total = Some(self.started.elapsed());
+            if !self.ended
+                && !hyper::body::Body::is_end_stream(&self.inner)
+                && self.shared.kill.is_cancelled()
+            {
+                e.outcome = Outcome::Failure;
+                e.reason = Some(Text::new_static("shutdown"));
+            }
             self.audit.emit_detached(event);
         }
     }

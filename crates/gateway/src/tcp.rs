@@ -241,6 +241,21 @@ impl Activity {
         );
     }
 
+    /// A request head is timed from now (a connection's first: it must come within
+    /// the head timeout of the connection's start, its first byte included).
+    pub(crate) fn head_starts_now(&self) {
+        let now = self.now_ms();
+        if self
+            .head_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |h| {
+                (h == HEAD_IDLE || h == HEAD_NEXT).then_some(now)
+            })
+            .is_ok()
+        {
+            self.head_started.notify_one();
+        }
+    }
+
     /// A request head arrived: its clock stops.
     pub(crate) fn head_received(&self) {
         let _ = self

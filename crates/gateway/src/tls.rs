@@ -148,6 +148,20 @@ pub struct TlsSpec {
     pub reload_interval: Duration,
 }
 
+/// A listener's TLS acceptor and the certificate it serves (re-read when its files
+/// change): the one way both the configuration check and the running gateway build it,
+/// so that `config check` refuses whatever would stop `serve` here. `http` offers ALPN
+/// `h2` and `http/1.1`; a raw TLS listener offers none.
+pub fn acceptor(
+    spec: &TlsSpec,
+    http: bool,
+) -> Result<(tokio_rustls::TlsAcceptor, Arc<ReloadingCert>), String> {
+    let cert = ReloadingCert::load(&spec.cert, &spec.key)?;
+    let alpn: &[&[u8]] = if http { &[b"h2", b"http/1.1"] } else { &[] };
+    let cfg = server_config(spec, cert.clone(), alpn)?;
+    Ok((tokio_rustls::TlsAcceptor::from(cfg), cert))
+}
+
 /// Build the rustls server configuration of a listener.
 pub fn server_config(
     spec: &TlsSpec,

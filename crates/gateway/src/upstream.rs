@@ -71,6 +71,12 @@ fn system_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
+/// Build the route's client once and throw it away: what the configuration check runs,
+/// so that it refuses whatever [`new_client`] would refuse at start or reload.
+pub(crate) fn check(route: &HttpRoute) -> Result<(), String> {
+    new_client(route, Histogram::new(std::iter::empty())).map(drop)
+}
+
 /// Build the client of a route; its new connections are timed into `connect`.
 pub fn new_client(route: &HttpRoute, connect: Histogram) -> Result<UpstreamClient, String> {
     let roots = route.upstream_ca.clone().unwrap_or_else(system_roots);

@@ -1,7 +1,10 @@
-//! Abuse resistance end to end, with real traffic on loopback: connection caps, a
-//! slowloris client, size limits, rate limits with Retry-After, failed-authentication
-//! bans enforced before TLS (with the allowlist and expiry), each while a legitimate
-//! client keeps being served.
+//! Abuse resistance end to end, with real traffic on loopback: connection caps (and
+//! the fair share of the last places), silent connections, a slowloris client, slow
+//! uploads, clients that stop reading their answers (HTTP/1.1 and an HTTP/2 zero
+//! window) and the per-source cap on upstream requests held, size limits, rate limits
+//! with Retry-After, failed-authentication bans enforced before TLS (with the
+//! allowlist and expiry, expired tokens not counted), the listen queue, each while a
+//! legitimate client keeps being served.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
@@ -68,6 +71,16 @@ listener = "plain"
 path_prefix = "/open"
 upstream = "http://{up}"
 identity = "none"
+[route.source]
+allow = ["127.0.0.0/8"]
+
+[[route]]
+name = "timed"
+listener = "plain"
+path_prefix = "/timed"
+upstream = "http://{up}"
+identity = "none"
+response_timeout_ms = 1500
 [route.source]
 allow = ["127.0.0.0/8"]
 
@@ -860,4 +873,404 @@ allow = ["127.0.0.0/8"]
     }
     // Without the ceiling the same traffic fetches once per unknown key id (at least).
     assert!(fetched[1] >= 30, "{fetched:?}");
+}
+
+/// Opens `n` connections from `from`, one after the other, each once the gateway has
+/// decided on the one before (accepted, or refused at accept); returns the accepted
+/// ones, which stay silent.
+async fn fill_from(g: &Gw, from: &str, n: usize) -> Vec<TcpStream> {
+    let stats = g.gw.listener_stats("plain").await.unwrap();
+    let decided = || {
+        let a = g.gw.abuse_stats();
+        let accepted = stats.connections.load(std::sync::atomic::Ordering::Relaxed);
+        let refused = a.connections_refused_listener_cap
+            + a.connections_refused_source_cap
+            + a.connections_refused_source_share;
+        (accepted, refused)
+    };
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let (a0, r0) = decided();
+        let s = connect_from(from, g.plain).await;
+        let (a1, _) = eventually(5, "the gateway decides on the connection", || async {
+            let (a, r) = decided();
+            (a + r > a0 + r0).then_some((a, r))
+        })
+        .await;
+        if a1 > a0 {
+            held.push(s);
+        }
+    }
+    held
+}
+
+/// Two sources holding silent connections cannot fill the listener: above half its
+/// cap a source's allowance shrinks with the places left (40 places, 20 per source:
+/// the second source gets 10, not 20), and a third source is served.
+#[tokio::test]
+async fn sources_holding_silent_connections_leave_room_for_others() {
+    let g = start(
+        "max_connections = 40\nmax_connections_per_source = 20\nheader_read_timeout_ms = 30000",
+        "",
+    )
+    .await;
+    let a = fill_from(&g, "127.0.0.81", 25).await;
+    assert_eq!(a.len(), 20, "the per-source cap");
+    let b = fill_from(&g, "127.0.0.82", 25).await;
+    assert_eq!(b.len(), 10, "the second source's share above half");
+    let st = g.gw.abuse_stats();
+    assert_eq!(st.connections_refused_source_cap, 5);
+    assert_eq!(st.connections_refused_source_share, 15);
+    assert_eq!(st.connections_refused_listener_cap, 0);
+    let legit = client_from("127.0.0.83");
+    assert_eq!(get(&legit, format!("http://{}/open", g.plain)).await, 200);
+}
+
+/// A connection that never sends a byte is closed at the head timeout, plain or after
+/// its TLS handshake, not held until the idle timeout.
+#[tokio::test]
+async fn a_silent_connection_is_closed_at_the_head_timeout() {
+    let g = start("header_read_timeout_ms = 800\nidle_timeout_ms = 60000", "").await;
+    let mut plain = connect_from("127.0.0.84", g.plain).await;
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut plain, 5).await,
+        "a silent connection kept"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(700));
+
+    let mut tls = support::client_tls(&g.pki.server_ca.pem, None, rustls::DEFAULT_VERSIONS);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = connect_from("127.0.0.85", g.tls).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut s, 5).await,
+        "silent after the handshake kept"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    eventually(5, "both counted as head timeouts", || async {
+        (g.gw.abuse_stats().header_timeouts == 2).then_some(())
+    })
+    .await;
+}
+
+/// An upload that trickles in, each piece within the body timeout, but is not done
+/// when the response timeout runs out is the client's delay: 408, counted as a body
+/// timeout, not a 504 blamed on the upstream.
+#[tokio::test]
+async fn a_slow_upload_past_the_response_timeout_is_the_clients_body_timeout() {
+    let g = start("body_timeout_ms = 600", "").await;
+    let mut s = connect_from("127.0.0.86", g.plain).await;
+    s.write_all(b"POST /timed/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        // 50 bytes every 200 ms: never a 600 ms stall, never done.
+        loop {
+            if w.write_all(&[b'x'; 50]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(8), r.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("body_timeout"), "{head}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    writer.abort();
+    assert_eq!(g.gw.abuse_stats().body_timeouts, 1);
+}
+
+/// Expired tokens, correctly signed, do not count towards a ban: a client retrying
+/// with one (behind a NAT, many do) is refused 401 `expired` each time and not
+/// banned. An expired token with a forged signature still counts.
+#[tokio::test]
+async fn expired_tokens_do_not_ban_but_forged_ones_do() {
+    let g = start(
+        "",
+        "[abuse.bans]\nfailures = 3\nwindow_seconds = 60\nban_seconds = 30\n",
+    )
+    .await;
+    let t = mint::now();
+    let expired = g
+        .minter
+        .with(serde_json::json!({"iat": t - 7200, "nbf": t - 7200, "exp": t - 3600}));
+    let good = g.minter.token(&g.minter.claims());
+    let api = format!("http://{}/api", g.plain);
+    let c = client_from("127.0.0.87");
+    for i in 0..6 {
+        let r = c.get(&api).bearer_auth(&expired).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "attempt {i}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("\"expired\""), "{challenge}");
+    }
+    assert!(g.gw.banned("127.0.0.87".parse().unwrap()).is_none());
+    assert_eq!(g.gw.abuse_stats().auth_failures, 0);
+    assert_eq!(get_auth(&c, &api, &good).await, 200);
+    // The same expired token with a forged signature is a failure like any forgery.
+    let forged = format!("{expired}x");
+    for _ in 0..3 {
+        let _ = c.get(&api).bearer_auth(&forged).send().await;
+    }
+    assert!(g.gw.banned("127.0.0.87".parse().unwrap()).is_some());
+    assert_eq!(g.gw.abuse_stats().bans, 1);
+}
+
+async fn get_auth(c: &reqwest::Client, url: &str, token: &str) -> u16 {
+    c.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// An upstream whose every answer is endless (64 KiB pieces as fast as they are
+/// taken), counting the answers being sent now.
+async fn endless_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let live2 = live.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let live = live2.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let live = live.clone();
+                    async move {
+                        let (mut tx, body) = http_body_util::channel::Channel::<
+                            bytes::Bytes,
+                            std::convert::Infallible,
+                        >::new(1);
+                        live.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(async move {
+                            let piece = bytes::Bytes::from(vec![b'z'; 64 * 1024]);
+                            while tx.send_data(piece.clone()).await.is_ok() {}
+                            live.fetch_sub(1, Ordering::SeqCst);
+                        });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, live)
+}
+
+/// A gateway with one plain listener (`listener` keys, `limits`) whose one route
+/// forwards everything to `upstream`.
+async fn start_plain(
+    listener: &str,
+    limits: &str,
+    upstream: SocketAddr,
+) -> (Arc<GatewayHandle>, SocketAddr, String) {
+    let text = plain_text(listener, limits, upstream);
+    let config = Config::from_toml_str(&text, std::path::Path::new(".")).unwrap();
+    let gw = Gateway::start(config).await.unwrap();
+    let addr = gw.listener_addr("plain").await.unwrap();
+    (gw, addr, text)
+}
+
+fn plain_text(listener: &str, limits: &str, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+watch_config = false
+shutdown_grace_seconds = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+protocol = "http"
+{listener}
+[listener.limits]
+{limits}
+[[route]]
+name = "all"
+listener = "plain"
+upstream = "http://{upstream}"
+identity = "none"
+[route.source]
+allow = ["127.0.0.0/8"]
+"#
+    )
+}
+
+/// A client that stops reading a large answer has its connection closed at the send
+/// timeout, which gives the upstream connection back; until then it is the only
+/// answer held.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
+    use std::sync::atomic::Ordering;
+    let (up, live) = endless_upstream().await;
+    let (gw, addr, _) = start_plain("", "send_timeout_ms = 800\nidle_timeout_ms = 60000", up).await;
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.88:0".parse().unwrap()).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0;
+    while got < 256 * 1024 {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the answer streams")
+            .unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    // The client stops reading.
+    let stopped = Instant::now();
+    eventually(10, "the send timeout", || async {
+        (gw.abuse_stats().send_timeouts == 1).then_some(())
+    })
+    .await;
+    assert!(stopped.elapsed() >= Duration::from_millis(700));
+    eventually(5, "the upstream's answer given up", || async {
+        (live.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+    assert!(closed_within(&mut s, 10).await, "the connection kept");
+}
+
+/// An HTTP/2 client that leaves every stream's window at zero: its source holds at
+/// most `max_upstream_requests_per_source` upstream requests (the rest are refused
+/// 429), another source is served meanwhile, and the connection is closed at the send
+/// timeout, giving every upstream connection back.
+#[tokio::test]
+async fn an_http2_zero_window_holds_a_capped_number_of_upstream_requests_until_the_send_timeout() {
+    use std::sync::atomic::Ordering;
+    let (up, live) = endless_upstream().await;
+    let (gw, addr, _) = start_plain(
+        "",
+        "send_timeout_ms = 1500\nmax_upstream_requests_per_source = 4\nidle_timeout_ms = 60000",
+        up,
+    )
+    .await;
+    let tcp = connect_from("127.0.0.89", addr).await;
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let mut responses = Vec::new();
+    let mut client = client;
+    for i in 0..10 {
+        client = client.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{addr}/big/{i}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        responses.push(resp);
+    }
+    // Kept: a dropped answer is a stream the client resets.
+    let mut answers = Vec::new();
+    let mut statuses = Vec::new();
+    for r in responses {
+        let r = tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .expect("a response head")
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        answers.push(r);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429, 429, 429]);
+    assert_eq!(gw.abuse_stats().upstream_holds_refused, 6);
+    eventually(5, "four upstream answers held", || async {
+        (live.load(Ordering::SeqCst) == 4).then_some(())
+    })
+    .await;
+    // Another source is served meanwhile.
+    let other = client_from("127.0.0.90");
+    let mut r = other
+        .get(format!("http://{addr}/big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.chunk().await.unwrap().is_some());
+    drop(r);
+    // Nothing of the answers can be sent: the connection is closed at the timeout.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn_task).await;
+    assert!(
+        ended.is_ok(),
+        "the zero-window connection kept: {:?}, {} upstream answers",
+        gw.abuse_stats(),
+        live.load(Ordering::SeqCst)
+    );
+    assert_eq!(gw.abuse_stats().send_timeouts, 1);
+    eventually(5, "every upstream answer given up", || async {
+        (live.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+}
+
+/// The listen queue is what the listener says (4096 unless it says otherwise, as far
+/// as the kernel's somaxconn allows), and a reload changes it on the same socket.
+#[tokio::test]
+async fn the_listen_backlog_is_configurable_and_reloadable() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let up = upstream::http1().await;
+    let (gw, addr, _) = start_plain("", "", up).await;
+    assert_eq!(listen_queue(addr), 4096.min(somaxconn));
+    let want = 1500.min(somaxconn - 1);
+    let (gw2, addr2, text) = start_plain(&format!("backlog = {want}"), "", up).await;
+    assert_eq!(listen_queue(addr2), want);
+    drop(gw);
+    // A reload that changes it keeps the socket (same port) and changes the queue.
+    let text = text.replace(&format!("backlog = {want}"), "backlog = 700");
+    gw2.reload(Config::from_toml_str(&text, std::path::Path::new(".")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(gw2.listener_addr("plain").await.unwrap(), addr2);
+    assert_eq!(listen_queue(addr2), 700);
+}
+
+/// The listen queue of the socket listening on `addr`, as the kernel reports it
+/// (`ss`: Send-Q of a listening socket).
+fn listen_queue(addr: SocketAddr) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no socket: {text}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }

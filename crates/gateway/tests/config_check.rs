@@ -55,14 +55,22 @@ fn the_documented_example_is_valid() {
     assert_eq!(audit.sinks.len(), 2);
 }
 
+/// A listener with one route, for files about something else (a file without a
+/// listener is refused).
+const ONE_LISTENER: &str = "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+    [[route]]\nname = \"r\"\nlistener = \"web\"\nupstream = \"http://127.0.0.1:9\"\nidentity = \"none\"\n\
+    [route.source]\nallow = [\"127.0.0.1\"]\n";
+
 #[test]
 fn audit_settings_are_checked_and_paths_resolved() {
     use intraport_audit::SinkConfig;
     let pki = Pki::new();
-    let good = "[audit]\nspool_dir = \"spool\"\n\
+    let good = format!(
+        "{ONE_LISTENER}[audit]\nspool_dir = \"spool\"\n\
         [[audit.sink]]\ntype = \"file\"\npath = \"logs/audit.jsonl\"\n\
-        [[audit.sink]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:6514\"\nca = \"server-ca.pem\"\n";
-    let cfg = Config::from_toml_str(good, &pki.dir).unwrap_or_else(|e| panic!("{}", show(&e)));
+        [[audit.sink]]\ntype = \"syslog\"\ntransport = \"tls\"\naddress = \"127.0.0.1:6514\"\nca = \"server-ca.pem\"\n"
+    );
+    let cfg = Config::from_toml_str(&good, &pki.dir).unwrap_or_else(|e| panic!("{}", show(&e)));
     let audit = cfg.audit.unwrap();
     assert_eq!(audit.spool_dir, Some(pki.dir.join("spool")));
     match (&audit.sinks[0], &audit.sinks[1]) {
@@ -74,7 +82,7 @@ fn audit_settings_are_checked_and_paths_resolved() {
     }
     // No sink: no audit pipeline.
     assert!(
-        Config::from_toml_str("[audit]\n", &pki.dir)
+        Config::from_toml_str(&format!("{ONE_LISTENER}[audit]\n"), &pki.dir)
             .unwrap()
             .audit
             .is_none()
@@ -83,8 +91,10 @@ fn audit_settings_are_checked_and_paths_resolved() {
     // A bad value in the second sink: reported at its line, with its field.
     let bad = "[admin]\nlisten = \"127.0.0.1:0\"\nstatus_sample_interval_ms = 5\n[audit]\n\
         [[audit.sink]]\ntype = \"file\"\npath = \"a.jsonl\"\n\
-        [[audit.sink]]\ntype = \"file\"\npath = \"b.jsonl\"\ncommit_interval_ms = 0\n";
-    let errors = Config::from_toml_str(bad, &pki.dir).unwrap_err();
+        [[audit.sink]]\ntype = \"file\"\npath = \"b.jsonl\"\ncommit_interval_ms = 0\n"
+        .to_string()
+        + ONE_LISTENER;
+    let errors = Config::from_toml_str(&bad, &pki.dir).unwrap_err();
     let text = show(&errors);
     assert_eq!(errors.len(), 2, "{text}");
     let at = |path: &str| {
@@ -126,17 +136,22 @@ allow = ["10.0.0.0/33"]
 name = "plain"
 listen = "127.0.0.1:0"
 protocol = "tcp"
+backlog = 0
 [listener.limits]
 max_connections = 0
 max_uri_bytes = 10
+send_timeout_ms = 5
 
 [[listener]]
 name = "web"
 listen = "127.0.0.1:0"
 protocol = "http"
+backlog = 70000
 [listener.limits]
 max_header_bytes = 100
 rate_per_source = { requests = 5, per_seconds = 0 }
+send_timeout_ms = 0
+max_upstream_requests_per_source = 0
 
 [[route]]
 name = "tcp"
@@ -165,6 +180,11 @@ allow = ["::/0"]
         "listener[0].limits.max_uri_bytes: `max_uri_bytes` applies to HTTP listeners",
         "listener[1].limits.max_header_bytes: must be at least 8192",
         "listener[1].limits.rate_per_source: expected requests",
+        "listener[0].backlog: expected 1 to 65535",
+        "listener[1].backlog: expected 1 to 65535",
+        "listener[0].limits.send_timeout_ms: `send_timeout_ms` applies to HTTP listeners",
+        "listener[1].limits.send_timeout_ms: must be at least 1",
+        "listener[1].limits.max_upstream_requests_per_source: must be at least 1",
         "route[0].limits: `limits` applies to HTTP routes",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
@@ -347,6 +367,7 @@ fn every_error_of_a_broken_file_is_reported_at_its_line() {
         (14, "listener[0].tls", "needs a [listener.tls]"),
         (20, "listener[1].trusted_proxies[0]", "10.0.0.300/8"),
         (27, "listener[2].tls.cert", "missing.pem"),
+        (28, "listener[2].tls.key", "missing-key.pem"),
         (29, "listener[2].tls.min_version", "\"1.2\" or \"1.3\""),
         (35, "route[0].provider", "no provider is named `nope`"),
         (37, "route[0].source.allow[0]", "did you mean 10.0.0.0/8"),
@@ -431,4 +452,63 @@ allow = ["127.0.0.1", "$$notanet"]
     let ok = text.replace(", \"$$notanet\"", "");
     let cfg = intraport_gateway::Config::from_toml_str(&ok, Path::new(".")).unwrap();
     assert_eq!(cfg.listeners[0].listen.to_string(), "127.0.0.1:0");
+}
+
+#[test]
+fn case_sensitive_routes_are_checked() {
+    let pki = Pki::new();
+    let web = "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\n";
+    let route = |name: &str, prefix: &str, extra: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\nlistener = \"web\"\npath_prefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:9\"\nidentity = \"none\"\n{extra}\n[route.source]\nallow = [\"127.0.0.1\"]\n"
+        )
+    };
+    let strict = "case_sensitive = true";
+    // Two spellings are two routes only when both upstreams are case-sensitive.
+    let text = format!(
+        "{web}{}{}",
+        route("a", "/Admin", strict),
+        route("b", "/admin", strict)
+    );
+    Config::from_toml_str(&text, &pki.dir).unwrap_or_else(|e| panic!("{}", show(&e)));
+    for (a, b) in [("", ""), (strict, ""), ("", strict)] {
+        let text = format!(
+            "{web}{}{}",
+            route("a", "/Admin", a),
+            route("b", "/admin", b)
+        );
+        let e = show(&Config::from_toml_str(&text, &pki.dir).unwrap_err());
+        assert!(e.contains("routes `a` and `b` overlap"), "{a:?} {b:?}: {e}");
+        assert!(e.contains("case_sensitive"), "the message says why: {e}");
+    }
+    let cases = [
+        (
+            format!("{web}{}", route("a", "/", "case_sensitive = \"yes\"")),
+            "route[0].case_sensitive",
+            "invalid type",
+        ),
+        (
+            format!("{web}{}", route("a", "/api;v=1", "")),
+            "route[0].path_prefix",
+            "path parameter",
+        ),
+        (
+            "[[listener]]\nname = \"ldap\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\
+             [[route]]\nname = \"d\"\nlistener = \"ldap\"\nupstream = \"127.0.0.1:389\"\n\
+             case_sensitive = true\n[route.source]\nallow = [\"127.0.0.1\"]\n"
+                .to_string(),
+            "route[0].case_sensitive",
+            "applies to HTTP routes",
+        ),
+    ];
+    for (text, path, fragment) in cases {
+        let errors = Config::from_toml_str(&text, &pki.dir).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == path && e.message.contains(fragment)),
+            "expected `{path}` containing {fragment:?}; got:\n{}",
+            show(&errors)
+        );
+    }
 }

@@ -313,3 +313,109 @@ async fn health_and_readiness_follow_the_providers() {
     assert_eq!(r.status(), 200);
     assert_eq!(status(&c, admin_url("/nope")).await, 404);
 }
+
+#[tokio::test]
+async fn a_reload_that_would_close_every_listener_is_refused() {
+    let pki = Pki::new();
+    let up = support::upstream::http1().await;
+    let text = plain_config(up, &["a"], "");
+    let gw = Gateway::start(Config::from_toml_str(&text, &pki.dir).unwrap())
+        .await
+        .unwrap();
+    let web = gw.listener_addr("web").await.unwrap();
+    let c = client();
+    // `load_config` refuses a file without listeners; a `Config` built otherwise is
+    // refused by the reload itself.
+    let mut empty = Config::from_toml_str(&text, &pki.dir).unwrap();
+    empty.listeners.clear();
+    match gw.reload(empty).await {
+        Err(intraport_gateway::StartError::NoListener) => {}
+        other => panic!("expected the reload to be refused, got {other:?}"),
+    }
+    assert_eq!(gw.reload_stats().rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(gw.reload_stats().applied.load(Ordering::Relaxed), 0);
+    assert_eq!(gw.listener_addr("web").await, Some(web));
+    assert_eq!(status(&c, format!("http://{web}/a")).await, 200);
+    gw.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The JSON lines of an audit file.
+fn audit_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_the_events_of_the_http2_streams_it_cuts() {
+    let pki = Pki::new();
+    let up = support::upstream::http1().await;
+    let log = pki.dir.join("audit.jsonl");
+    let text = plain_config(up, &["slow", "stream"], "")
+        + &format!(
+            "[audit]\n[[audit.sink]]\ntype = \"file\"\npath = \"{}\"\n",
+            log.display()
+        );
+    let gw = Gateway::start(Config::from_toml_str(&text, &pki.dir).unwrap())
+        .await
+        .unwrap();
+    let web = gw.listener_addr("web").await.unwrap();
+    // HTTP/2: each stream's request runs in a task of its own.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // /slow answers after 3 s; /stream streams for 3 s. Several slow streams: each
+    // one's event is a chance to be lost when the flush does not wait for it.
+    const SLOW: usize = 16;
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let h2 = h2.clone();
+            tokio::spawn(async move { h2.get(format!("http://{web}/slow")).send().await })
+        })
+        .collect();
+    let mut stream = h2.get(format!("http://{web}/stream")).send().await.unwrap();
+    assert_eq!(stream.version(), http::Version::HTTP_2);
+    assert!(stream.chunk().await.unwrap().is_some());
+    let metrics = format!("http://{}/metrics", gw.admin_addr());
+    let in_flight = format!(" {SLOW}");
+    support::eventually(10, "the slow requests in flight", || async {
+        let text = client()
+            .get(&metrics)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| {
+                l.starts_with("intraport_http_requests_in_flight{")
+                    && l.contains("route=\"slow\"")
+                    && l.ends_with(&in_flight)
+            })
+            .then_some(())
+    })
+    .await;
+
+    gw.shutdown(Duration::from_millis(300)).await;
+    for r in slow {
+        assert!(r.await.unwrap().is_err(), "the slow request was cut");
+    }
+    let stats = gw.audit_stats();
+    assert_eq!(stats[0].dropped, 0, "{stats:?}");
+    let events = audit_lines(&log);
+    assert_eq!(stats[0].written, events.len() as u64, "{stats:?}");
+    for (path, count) in [("/slow", SLOW), ("/stream", 1)] {
+        let of: Vec<_> = events.iter().filter(|e| e["url"]["path"] == path).collect();
+        assert_eq!(of.len(), count, "{path}: {events:#?}");
+        for e in of {
+            assert_eq!(e["event"]["outcome"], "failure", "{e:#}");
+            assert_eq!(e["event"]["reason"], "shutdown", "{e:#}");
+            assert_eq!(e["http"]["version"], "2", "{e:#}");
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //! limits when the shared store is unreachable (never letting a banned source in
 //! because of an outage), escalates repeat offenders' bans, honours the allowlist, and
 //! counts and logs every action ([`AbuseStats`]). [`ConnLimiter`] caps open
-//! connections per listener and per source.
+//! connections per listener and per source, keeping the last places for sources
+//! that hold few, and [`UpstreamHolds`] caps the upstream requests one source holds.
 //!
 //! What it is not: the HTTP side (status codes, headers, timeouts) — that is the
 //! gateway's.
@@ -25,7 +26,7 @@ mod redis_state;
 mod stats;
 mod store;
 
-pub use conn::{ConnCaps, ConnLimiter, ConnPermit, ConnRefusal};
+pub use conn::{ConnCaps, ConnLimiter, ConnPermit, ConnRefusal, HoldPermit, UpstreamHolds};
 pub use guard::{BanNotice, BanObserver, BanPolicy, Guard};
 pub use redis_state::{RedisSettings, RedisState};
 pub use stats::{AbuseSnapshot, AbuseStats};

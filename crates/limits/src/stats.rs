@@ -51,6 +51,14 @@ counters! {
     connections_refused_listener_cap,
     /// Connections closed at accept because the source holds its maximum.
     connections_refused_source_cap,
+    /// Connections closed at accept because the listener is more than half full and
+    /// the source holds its share of the places left.
+    connections_refused_source_share,
+    /// Requests refused (429) because their source holds its cap of upstream requests.
+    upstream_holds_refused,
+    /// Connections closed because the client took no piece of an answer within the
+    /// send timeout (a slow or stopped reader).
+    send_timeouts,
     /// Requests refused because the (forwarded) client address is banned.
     requests_refused_banned,
     /// Requests answered 429 by a per-source rate limit.

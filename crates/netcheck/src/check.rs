@@ -88,6 +88,9 @@ pub enum FindingKind {
     HostnameMismatch,
     /// The server accepts TLS 1.0 or 1.1.
     LegacyTlsAccepted,
+    /// The server speaks only TLS 1.0 or 1.1: it refused TLS 1.2 and 1.3 and
+    /// accepted an older version.
+    TlsLegacyOnly,
     /// The chain is not the expected one: TLS interception.
     Interception,
 }
@@ -292,16 +295,13 @@ async fn check_tls(r: &mut TargetReport, addr: SocketAddr, opts: &CheckOptions) 
                 let sni = by_name.then_some(host.as_str());
                 for v in [LegacyVersion::Tls10, LegacyVersion::Tls11] {
                     let probe = legacy::probe(addr, sni, v, opts.timeout).await;
-                    if let LegacyAnswer::Accepted { cipher_suite } = probe.answer {
+                    if let LegacyAnswer::Accepted { cipher_suite } = &probe.answer {
                         r.find(
                             FindingKind::LegacyTlsAccepted,
                             Severity::Fail,
                             format!(
-                                "the server accepts {} (cipher suite 0x{cipher_suite:04x}); TLS 1.2 is the minimum",
-                                match v {
-                                    LegacyVersion::Tls10 => "TLS 1.0",
-                                    LegacyVersion::Tls11 => "TLS 1.1",
-                                }
+                                "the server accepts {} (with {cipher_suite}); TLS 1.2 is the minimum",
+                                legacy_name(v)
                             ),
                         );
                     }
@@ -310,11 +310,49 @@ async fn check_tls(r: &mut TargetReport, addr: SocketAddr, opts: &CheckOptions) 
             }
         }
         failed => {
+            let silent = matches!(
+                failed,
+                HandshakeOutcome::Reset { server_bytes: 0 }
+                    | HandshakeOutcome::Closed { server_bytes: 0 }
+                    | HandshakeOutcome::Stalled { server_bytes: 0 }
+            );
+            let server_answered =
+                !silent && !matches!(failed, HandshakeOutcome::NoConnection { .. });
+            // A server that answers TLS 1.2 and 1.3 with an alert (protocol_version,
+            // usually) may still speak TLS 1.0 or 1.1: ask it, so that the report says
+            // so instead of showing a bare alert.
+            if server_answered && opts.legacy {
+                let sni = by_name.then_some(host.as_str());
+                let mut accepted = Vec::new();
+                for v in [LegacyVersion::Tls10, LegacyVersion::Tls11] {
+                    let probe = legacy::probe(addr, sni, v, opts.timeout).await;
+                    if let LegacyAnswer::Accepted { cipher_suite } = &probe.answer {
+                        accepted.push(format!("{} (with {cipher_suite})", legacy_name(v)));
+                    }
+                    r.legacy.push(probe);
+                }
+                if !accepted.is_empty() {
+                    let refusal = match &failed {
+                        HandshakeOutcome::Alert { description } => format!("alert {description}"),
+                        other => silent_failure(other, opts.timeout).1,
+                    };
+                    r.find(
+                        FindingKind::TlsLegacyOnly,
+                        Severity::Fail,
+                        format!(
+                            "the server speaks only TLS 1.0/1.1: it refused TLS 1.2 and 1.3 ({refusal}) and accepted {}; TLS 1.2 is the minimum",
+                            accepted.join(" and ")
+                        ),
+                    );
+                    return;
+                }
+            }
             let (kind, message) = silent_failure(&failed, opts.timeout);
             r.find(kind, Severity::Fail, message);
             // Does the same server answer when the name is not sent? Then something on
-            // the path filters on SNI.
-            if by_name {
+            // the path filters on SNI. Only a silent failure (no byte from the server)
+            // can be that: a server that answered with an alert was reached.
+            if by_name && silent {
                 let second = tls::handshake(&host, addr, false, &settings).await;
                 let server_spoke = match &second.outcome {
                     HandshakeOutcome::Completed(_) | HandshakeOutcome::Alert { .. } => true,
@@ -335,6 +373,13 @@ async fn check_tls(r: &mut TargetReport, addr: SocketAddr, opts: &CheckOptions) 
                 }
             }
         }
+    }
+}
+
+fn legacy_name(v: LegacyVersion) -> &'static str {
+    match v {
+        LegacyVersion::Tls10 => "TLS 1.0",
+        LegacyVersion::Tls11 => "TLS 1.1",
     }
 }
 
@@ -364,7 +409,7 @@ fn silent_failure(outcome: &HandshakeOutcome, timeout: Duration) -> (FindingKind
         ),
         HandshakeOutcome::NoConnection { tcp } => (
             FindingKind::TlsHandshakeFailed,
-            format!("could not reconnect for the handshake: {tcp:?}"),
+            format!("could not reconnect for the handshake: {}", tcp.describe()),
         ),
         HandshakeOutcome::Failed { detail } => (FindingKind::TlsHandshakeFailed, detail.clone()),
         HandshakeOutcome::Completed(_) => (
@@ -472,7 +517,24 @@ pub fn check_table(reports: &[TargetReport]) -> String {
                         .unwrap_or_default()
                 ),
             ),
-            Some(_) => ("failed".to_string(), "-".to_string()),
+            Some(_) => {
+                let old: Vec<String> = r
+                    .legacy
+                    .iter()
+                    .filter(|p| matches!(p.answer, LegacyAnswer::Accepted { .. }))
+                    .map(|p| {
+                        serde_json::to_value(p.version)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                if old.is_empty() {
+                    ("failed".to_string(), "-".to_string())
+                } else {
+                    (format!("only {}", old.join(",")), "-".to_string())
+                }
+            }
         };
         t.row(vec![
             r.target.label.clone(),

@@ -40,18 +40,18 @@ impl LegacyVersion {
 pub enum LegacyAnswer {
     /// A ServerHello selecting the offered version: the server accepts it.
     Accepted {
-        /// The cipher suite the server picked (IANA number).
-        cipher_suite: u16,
+        /// The cipher suite the server picked, by IANA name.
+        cipher_suite: String,
     },
     /// A fatal alert.
     Alert {
-        /// The alert description, e.g. `ProtocolVersion`.
+        /// The alert's RFC name in snake case, e.g. `protocol_version`.
         description: String,
     },
     /// A ServerHello with another version (a broken server).
     OtherVersion {
-        /// The version the server chose.
-        version: u16,
+        /// The version the server chose (`TLSv1.2`).
+        version: String,
     },
     /// Closed or reset without a TLS answer.
     Closed,
@@ -152,7 +152,7 @@ async fn probe_inner(
     let (report, stream) = tcp::connect(addr, timeout).await;
     let Some(mut stream) = stream else {
         return LegacyAnswer::Error {
-            detail: format!("tcp: {:?}", report.outcome),
+            detail: format!("could not connect: {}", report.outcome.describe()),
         };
     };
     let mut random = [0u8; 32];
@@ -163,7 +163,7 @@ async fn probe_inner(
     }
     if let Err(e) = stream.write_all(&client_hello(version, sni, random)).await {
         return LegacyAnswer::Error {
-            detail: e.to_string(),
+            detail: format!("sending the ClientHello failed: {}", e.kind()),
         };
     }
     let mut buf = Vec::with_capacity(4096);
@@ -198,15 +198,17 @@ fn parse_answer(buf: &[u8], offered: LegacyVersion) -> Option<LegacyAnswer> {
                             let v = sh.version.0;
                             return Some(if v == offered.wire() {
                                 LegacyAnswer::Accepted {
-                                    cipher_suite: sh.cipher.0,
+                                    cipher_suite: crate::tls::cipher_name(sh.cipher.0),
                                 }
                             } else {
-                                LegacyAnswer::OtherVersion { version: v }
+                                LegacyAnswer::OtherVersion {
+                                    version: crate::tls::version_name(v),
+                                }
                             });
                         }
                         TlsMessage::Alert(alert) => {
                             return Some(LegacyAnswer::Alert {
-                                description: format!("{}", alert.code),
+                                description: crate::tls::alert_name(alert.code.0),
                             });
                         }
                         _ => {}
@@ -215,9 +217,9 @@ fn parse_answer(buf: &[u8], offered: LegacyVersion) -> Option<LegacyAnswer> {
                 rest = tail;
             }
             Err(tls_parser::nom::Err::Incomplete(_)) => return None,
-            Err(e) => {
+            Err(_) => {
                 return Some(LegacyAnswer::Error {
-                    detail: format!("unparsable answer: {e:?}"),
+                    detail: "the answer is not a TLS record".into(),
                 });
             }
         }
@@ -260,7 +262,7 @@ mod tests {
         assert_eq!(
             parse_answer(&alert, LegacyVersion::Tls10),
             Some(LegacyAnswer::Alert {
-                description: "ProtocolVersion".into()
+                description: "protocol_version".into()
             })
         );
     }

@@ -9,7 +9,8 @@
 //! - [`check`]: against [`target`]s, [`dns`] (hickory), [`tcp`], the real [`tls`]
 //!   handshake (rustls), [`legacy`] TLS 1.0/1.1 acceptance, interception against
 //!   [`expect`]ed chains, and classification of silent handshake failures (reset, close
-//!   or stall right after the ClientHello, SNI-based filtering).
+//!   or stall right after the ClientHello, SNI-based filtering), every library error
+//!   put in a plain sentence by [`explain`].
 //!
 //! It is not a scanner: it only touches the targets it is given, and it is not packet
 //! capture analysis (that is a separate crate).
@@ -18,6 +19,7 @@ pub mod check;
 pub mod dns;
 pub mod error;
 pub mod expect;
+pub mod explain;
 pub mod hosts;
 pub mod legacy;
 pub mod portmap;

@@ -87,14 +87,68 @@ fn split_host_port(a: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
+/// A port map endpoint that `check` cannot connect to as documented, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The port map row.
+    pub row: String,
+    /// The documented host (a wildcard such as `*.servicebus.windows.net`) or, for a
+    /// port range, the role.
+    pub host: String,
+    /// The documented ports (`49152-65535` for a range).
+    pub ports: String,
+    /// Why, and what to pass to check it.
+    pub reason: String,
+}
+
+/// The targets of a component, and the endpoints that could not be made targets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComponentTargets {
+    /// What to check.
+    pub targets: Vec<Target>,
+    /// What was not checked, each with its reason.
+    pub skipped: Vec<Skipped>,
+    /// The `names` that matched no wildcard endpoint of the selected rows.
+    pub unused_names: Vec<String>,
+}
+
+/// Whether `name` is a concrete name under the wildcard `pattern` (`*.example.com`
+/// covers `a.example.com` and `a.b.example.com`: Microsoft's lists mean any name
+/// under the suffix).
+fn covers(pattern: &str, name: &str) -> bool {
+    let Some(suffix) = pattern.strip_prefix('*') else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    let suffix = suffix.to_ascii_lowercase();
+    name.len() > suffix.len() && name.ends_with(&suffix) && !name.contains('*')
+}
+
 /// The TCP targets of the port map rows `sel` selects: every single address the hosts
-/// file gives the destination role, and every documented host name that is not a
-/// wildcard. Rows with a port range (dynamic RPC) are skipped: there is no one port to
-/// try.
-pub fn targets_for(map: &PortMap, hosts: Option<&Hosts>, sel: &Selection) -> Vec<Target> {
-    let mut out: Vec<Target> = Vec::new();
+/// file gives the destination role, every documented host name that is not a
+/// wildcard, and for a wildcard (`*.servicebus.windows.net`) each of `names` it
+/// covers (the concrete names of a tenant, such as its relay namespace). A wildcard
+/// no name covers, and a row with a port range (dynamic RPC: there is no one port to
+/// try), are listed in [`ComponentTargets::skipped`] with the reason.
+pub fn targets_for(
+    map: &PortMap,
+    hosts: Option<&Hosts>,
+    sel: &Selection,
+    names: &[String],
+) -> ComponentTargets {
+    let mut out = ComponentTargets::default();
+    let mut used = vec![false; names.len()];
     for row in map.select(sel) {
-        if !row.transport.contains(&Transport::Tcp) || row.ports.start != row.ports.end {
+        if !row.transport.contains(&Transport::Tcp) {
+            continue;
+        }
+        if row.ports.start != row.ports.end {
+            out.skipped.push(Skipped {
+                row: row.id.clone(),
+                host: row.to.clone(),
+                ports: format!("{}-{}", row.ports.start, row.ports.end),
+                reason: "a port range (dynamic RPC) has no one port to try".into(),
+            });
             continue;
         }
         let port = row.ports.start;
@@ -107,14 +161,33 @@ pub fn targets_for(map: &PortMap, hosts: Option<&Hosts>, sel: &Selection) -> Vec
                 }
             }
         }
-        hostnames.extend(
-            row.hostnames
-                .iter()
-                .filter(|h| !h.starts_with("*."))
-                .cloned(),
-        );
+        for h in &row.hostnames {
+            if !h.starts_with('*') {
+                hostnames.push(h.clone());
+                continue;
+            }
+            let mut any = false;
+            for (i, n) in names.iter().enumerate() {
+                if covers(h, n) {
+                    used[i] = true;
+                    any = true;
+                    hostnames.push(n.clone());
+                }
+            }
+            if !any {
+                out.skipped.push(Skipped {
+                    row: row.id.clone(),
+                    host: h.clone(),
+                    ports: port.to_string(),
+                    reason: format!(
+                        "a wildcard cannot be checked without a concrete name: pass --name NAME{}",
+                        h.trim_start_matches('*')
+                    ),
+                });
+            }
+        }
         for host in hostnames {
-            if out.iter().any(|t| t.host == host && t.port == port) {
+            if out.targets.iter().any(|t| t.host == host && t.port == port) {
                 continue;
             }
             let shown = if host.contains(':') {
@@ -122,7 +195,7 @@ pub fn targets_for(map: &PortMap, hosts: Option<&Hosts>, sel: &Selection) -> Vec
             } else {
                 format!("{host}:{port}")
             };
-            out.push(Target {
+            out.targets.push(Target {
                 label: format!("{} {shown}", row.id),
                 host,
                 port,
@@ -130,6 +203,12 @@ pub fn targets_for(map: &PortMap, hosts: Option<&Hosts>, sel: &Selection) -> Vec
             });
         }
     }
+    out.unused_names = names
+        .iter()
+        .zip(used)
+        .filter(|(_, u)| !u)
+        .map(|(n, _)| n.clone())
+        .collect();
     out
 }
 
@@ -161,6 +240,36 @@ mod tests {
     }
 
     #[test]
+    fn a_name_under_a_wildcard_becomes_a_target() {
+        let map = PortMap::builtin().unwrap();
+        let sel = Selection {
+            components: vec!["pta".into()],
+            ..Selection::default()
+        };
+        let wildcard = targets_for(&map, None, &sel, &[])
+            .skipped
+            .into_iter()
+            .find(|s| s.host.starts_with("*."))
+            .unwrap();
+        let name = format!("tenant1{}", wildcard.host.trim_start_matches('*'));
+        let found = targets_for(
+            &map,
+            None,
+            &sel,
+            &[name.clone(), "other.example.test".into()],
+        );
+        assert!(
+            found.targets.iter().any(|t| t.host == name),
+            "{:?}",
+            found.targets
+        );
+        assert!(!found.skipped.iter().any(|s| s.host == wildcard.host));
+        assert_eq!(found.unused_names, ["other.example.test"]);
+        assert!(!covers("*.example.com", "example.com"));
+        assert!(covers("*.example.com", "A.b.Example.com"));
+    }
+
+    #[test]
     fn component_targets_use_hosts_and_documented_names() {
         let map = PortMap::builtin().unwrap();
         let hosts = Hosts::parse(
@@ -173,7 +282,8 @@ mod tests {
             components: vec!["pta".into()],
             ..Selection::default()
         };
-        let targets = targets_for(&map, Some(&hosts), &sel);
+        let found = targets_for(&map, Some(&hosts), &sel, &[]);
+        let targets = found.targets;
         let labels: Vec<_> = targets.iter().map(|t| t.label.as_str()).collect();
         assert!(labels.contains(&"pta-https 10.9.9.9:443"), "{labels:?}");
         assert!(labels.contains(&"pta-https login.microsoftonline.com:443"));
@@ -183,6 +293,13 @@ mod tests {
             "networks skipped"
         );
         assert!(!labels.iter().any(|l| l.contains('*')), "wildcards skipped");
+        // ... and said so, with what to pass.
+        let wild = found
+            .skipped
+            .iter()
+            .find(|s| s.host.starts_with('*'))
+            .expect("pta has wildcard endpoints");
+        assert!(wild.reason.contains("--name NAME."), "{wild:?}");
         let https = targets.iter().find(|t| t.port == 443).unwrap();
         assert!(https.tls);
         assert!(!targets.iter().find(|t| t.port == 80).unwrap().tls);

@@ -36,6 +36,20 @@ pub enum TcpOutcome {
     },
 }
 
+impl TcpOutcome {
+    /// The outcome in words.
+    pub fn describe(&self) -> String {
+        match self {
+            TcpOutcome::Connected => "connected".into(),
+            TcpOutcome::Refused => "refused (RST to SYN)".into(),
+            TcpOutcome::Timeout => "no answer to the SYN: filtered".into(),
+            TcpOutcome::Reset => "reset during connect".into(),
+            TcpOutcome::Unreachable { detail } => format!("unreachable: {detail}"),
+            TcpOutcome::Error { detail } => detail.clone(),
+        }
+    }
+}
+
 /// One connection attempt.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TcpReport {

@@ -38,7 +38,7 @@ pub enum ChainVerdict {
     HostnameMismatch,
     /// Anything else the verifier refused.
     Invalid {
-        /// The verifier's reason.
+        /// The verifier's reason, in a sentence (see [`crate::explain`]).
         detail: String,
     },
 }
@@ -105,7 +105,8 @@ pub enum HandshakeOutcome {
     },
     /// The server sent a fatal alert.
     Alert {
-        /// The alert's description, e.g. `HandshakeFailure`.
+        /// The alert's RFC name in snake case, e.g. `handshake_failure` (as
+        /// `intraport pcap` names it).
         description: String,
     },
     /// TCP did not connect.
@@ -115,7 +116,7 @@ pub enum HandshakeOutcome {
     },
     /// Any other failure.
     Failed {
-        /// What went wrong.
+        /// What went wrong, in a sentence (see [`crate::explain`]).
         detail: String,
     },
 }
@@ -263,7 +264,7 @@ async fn handshake_inner(
         Ok(b) => b,
         Err(e) => {
             return HandshakeOutcome::Failed {
-                detail: e.to_string(),
+                detail: crate::explain::error(&e),
             };
         }
     };
@@ -342,23 +343,47 @@ async fn handshake_inner(
 
 fn classify_failure(e: &std::io::Error, server_bytes: u64) -> HandshakeOutcome {
     use std::io::ErrorKind;
-    if let Some(rustls::Error::AlertReceived(alert)) = e
+    let tls_error = e
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(rustls::Error::AlertReceived(alert)) = tls_error {
         return HandshakeOutcome::Alert {
-            description: format!("{alert:?}"),
+            description: alert_name(u8::from(*alert)),
         };
     }
-    match e.kind() {
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+    match (e.kind(), tls_error) {
+        (ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe, _) => {
             HandshakeOutcome::Reset { server_bytes }
         }
-        ErrorKind::UnexpectedEof => HandshakeOutcome::Closed { server_bytes },
-        _ => HandshakeOutcome::Failed {
-            detail: e.to_string(),
+        (ErrorKind::UnexpectedEof, _) => HandshakeOutcome::Closed { server_bytes },
+        (_, Some(tls)) => HandshakeOutcome::Failed {
+            detail: crate::explain::error(tls),
+        },
+        (kind, None) => HandshakeOutcome::Failed {
+            detail: format!("the connection failed during the handshake: {kind}"),
         },
     }
+}
+
+/// The RFC name of an alert in snake case (`protocol_version`), as `intraport pcap`
+/// reports it; tls-parser names alerts in camel case.
+pub(crate) fn alert_name(code: u8) -> String {
+    let camel = tls_parser::TlsAlertDescription(code).to_string();
+    if !camel.chars().all(|c| c.is_ascii_alphabetic()) {
+        return format!("unknown_alert_{code}");
+    }
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn verdict_of(e: &rustls::Error) -> ChainVerdict {
@@ -375,11 +400,11 @@ fn verdict_of(e: &rustls::Error) -> ChainVerdict {
                 ChainVerdict::HostnameMismatch
             }
             other => ChainVerdict::Invalid {
-                detail: format!("{other:?}"),
+                detail: crate::explain::certificate(other),
             },
         },
         other => ChainVerdict::Invalid {
-            detail: other.to_string(),
+            detail: crate::explain::error(other),
         },
     }
 }
@@ -478,7 +503,7 @@ pub fn roots_from_pem(path: &str) -> Result<RootCertStore, crate::Error> {
 
 /// The usual name of a protocol version (`TLSv1.3`), as `intraport pcap` reports it,
 /// so that a check and a capture of it can be compared field by field.
-fn version_name(v: u16) -> String {
+pub(crate) fn version_name(v: u16) -> String {
     match v {
         0x0301 => "TLSv1.0".into(),
         0x0302 => "TLSv1.1".into(),
@@ -489,8 +514,9 @@ fn version_name(v: u16) -> String {
 }
 
 /// The IANA name of a cipher suite (rustls's own names differ for TLS 1.3:
-/// `TLS13_AES_128_GCM_SHA256` for IANA's `TLS_AES_128_GCM_SHA256`).
-fn cipher_name(id: u16) -> String {
+/// `TLS13_AES_128_GCM_SHA256` for IANA's `TLS_AES_128_GCM_SHA256`); the hex value
+/// only for a number IANA has not assigned.
+pub(crate) fn cipher_name(id: u16) -> String {
     tls_parser::TlsCipherSuite::from_id(id)
         .map(|c| c.name.to_string())
         .unwrap_or_else(|| format!("0x{id:04x}"))

@@ -294,3 +294,98 @@ async fn refused_port_is_classified() {
     assert!(r.tls.is_empty());
     assert_eq!(r.target.ip(), Some(IpAddr::from([127, 0, 0, 1])));
 }
+
+#[tokio::test]
+async fn a_server_speaking_only_tls_1_0_and_1_1_is_reported_as_such() {
+    if !have("openssl") {
+        return;
+    }
+    let ca = Ca::new("Old Server CA");
+    let leaf = ca.leaf(&["old.intraport.test"], -1, 365);
+    let server = openssl_server(
+        &leaf,
+        &[
+            "-min_protocol",
+            "TLSv1",
+            "-max_protocol",
+            "TLSv1.1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ],
+    );
+    let r = check("old.intraport.test", server.addr, &options(ca.roots())).await;
+    assert!(!r.ok);
+    // One finding saying what the server speaks, not a bare alert, and no SNI retry
+    // (the server answered: nothing on the path filtered the name).
+    assert_eq!(kinds(&r), [FindingKind::TlsLegacyOnly], "{:#?}", r.findings);
+    assert_eq!(r.tls.len(), 1);
+    let m = &r.findings[0].message;
+    assert!(m.starts_with("the server speaks only TLS 1.0/1.1"), "{m}");
+    assert!(m.contains("alert protocol_version"), "{m}");
+    assert!(
+        m.contains("TLS 1.0 (with TLS_") && m.contains("TLS 1.1 (with TLS_"),
+        "{m}"
+    );
+    assert!(!m.contains("0x") && !m.contains("ProtocolVersion"), "{m}");
+    for p in &r.legacy {
+        let LegacyAnswer::Accepted { cipher_suite } = &p.answer else {
+            panic!("{p:?}")
+        };
+        assert!(
+            cipher_suite.starts_with("TLS_ECDHE_"),
+            "IANA name: {cipher_suite}"
+        );
+    }
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["findings"][0]["kind"], "tls_legacy_only");
+    assert_eq!(json["tls"][0]["description"], "protocol_version");
+    // The table says it too.
+    let table = intraport_netcheck::check::check_table(std::slice::from_ref(&r));
+    assert!(table.contains("only TLSv1.0,TLSv1.1"), "{table}");
+}
+
+#[tokio::test]
+async fn a_ca_certificate_used_as_the_leaf_is_explained() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(vec!["ca-leaf.intraport.test".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ca-leaf.intraport.test");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let leaf = Leaf {
+        chain: vec![cert.der().clone()],
+        key_der: key.serialize_der(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    };
+    let server = rustls_server(&leaf).await;
+    // Trusted as given with --ca: the chain is refused for being a CA used as a leaf.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let r = check(
+        "ca-leaf.intraport.test",
+        server.addr,
+        &options(std::sync::Arc::new(roots)),
+    )
+    .await;
+    assert_eq!(
+        kinds(&r),
+        [FindingKind::CertificateInvalid],
+        "{:#?}",
+        r.findings
+    );
+    let sentence =
+        "the server's certificate is a CA certificate used as a leaf: self-signed? pass --ca";
+    assert_eq!(
+        negotiated(&r).verdict,
+        ChainVerdict::Invalid {
+            detail: sentence.into()
+        }
+    );
+    assert_eq!(
+        r.findings[0].message,
+        format!("the certificate was refused: {sentence}")
+    );
+}

@@ -2,11 +2,13 @@
 //! headers.
 //!
 //! The gateway applies them in this order: [`strip_hop_by_hop`] (or
-//! [`strip_hop_by_hop_with`]), [`strip_intraport`], then adds [`identity_headers`],
+//! [`strip_hop_by_hop_with`]), [`strip_spoofable`], then adds [`identity_headers`],
 //! then [`forwarded_headers`]. Stripping first means no client-sent
-//! `X-Intraport-*` header survives, and a `Connection` header cannot name (and so
-//! remove) the headers the gateway adds afterwards.
+//! `X-Intraport-*` header survives (nor one that an upstream reads as such:
+//! `X_Intraport_Roles`), and a `Connection` header cannot name (and so remove) the
+//! headers the gateway adds afterwards.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, FORWARDED, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
@@ -89,16 +91,56 @@ pub fn strip_hop_by_hop_with(headers: &mut HeaderMap, opts: HopByHop) {
 /// The prefix of every header this gateway adds.
 pub const INTRAPORT_PREFIX: &str = "x-intraport-";
 
-/// Removes every `X-Intraport-*` header (header names are lower-case in `http`).
-pub fn strip_intraport(headers: &mut HeaderMap) {
+/// Removes what a client could use to speak for the gateway or to point the upstream
+/// at another resource than the one policy judged:
+///
+/// - every `X-Intraport-*` header;
+/// - `X-Original-URL` and `X-Rewrite-URL`, which IIS URL Rewrite, Symfony and others
+///   serve instead of the request path (from everyone: the gateway judged the path
+///   in the request line, and forwards only that);
+/// - from a peer that is not a trusted proxy, the client-address and forwarding
+///   claims: `X-Real-IP`, `X-Client-IP`, `True-Client-IP`, `X-Cluster-Client-IP`,
+///   `Forwarded` and every `X-Forwarded-*` ([`forwarded_headers`] then sets its
+///   own);
+/// - from anyone, a header whose name is one of those (or the gateway's
+///   `X-Request-Id`) once every character other than a letter or digit is read as
+///   `-`: CGI-style servers (wsgiref, PHP, Apache's CGI environment) turn `-` into
+///   `_`, so `X_Intraport_Roles` and `X-Intraport-Roles` land in one variable
+///   (`HTTP_X_INTRAPORT_ROLES`), and a proxy sends such names only to spoof.
+pub fn strip_spoofable(headers: &mut HeaderMap, from_trusted_proxy: bool) {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().starts_with(INTRAPORT_PREFIX))
+        .filter(|n| spoofable(n.as_str(), from_trusted_proxy))
         .cloned()
         .collect();
     for n in names {
         headers.remove(n);
     }
+}
+
+/// Whether [`strip_spoofable`] removes a header of this (lower-case) name.
+fn spoofable(name: &str, from_trusted_proxy: bool) -> bool {
+    let dashed: Cow<'_, str> = if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(
+            name.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect(),
+        )
+    };
+    let d = dashed.as_ref();
+    let rewrites = matches!(d, "x-original-url" | "x-rewrite-url");
+    let client = d.starts_with("x-forwarded-")
+        || matches!(
+            d,
+            "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-cluster-client-ip"
+        );
+    let disguised = matches!(dashed, Cow::Owned(_));
+    d.starts_with(INTRAPORT_PREFIX)
+        || rewrites
+        || (client && (disguised || !from_trusted_proxy))
+        || (disguised && d == "x-request-id")
 }
 
 /// `X-Intraport-Oid`: the object id of the user or service principal.
@@ -395,17 +437,74 @@ mod tests {
             ("x-intraportal", "not ours"),
             ("accept", "*/*"),
         ]);
-        strip_intraport(&mut h);
+        strip_spoofable(&mut h, true);
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, vec!["accept", "x-intraportal"]);
+    }
+
+    fn kept(pairs: &[(&str, &str)], from_trusted_proxy: bool) -> Vec<String> {
+        let mut h = map(pairs);
+        strip_spoofable(&mut h, from_trusted_proxy);
+        let mut names: Vec<String> = h.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn headers_read_as_identity_or_forwarding_once_separators_are_dashes_are_removed() {
+        let disguised = [
+            ("X_Intraport_Roles", "Writer"),
+            ("x_intraport-oid", "attacker"),
+            ("x.intraport.upn", "admin@victim.test"),
+            ("X_Forwarded_For", "10.0.0.1"),
+            ("x_forwarded_host", "evil.test"),
+            ("X_Real_IP", "10.0.0.1"),
+            ("true_client_ip", "10.0.0.1"),
+            ("X_Original_URL", "/admin"),
+            ("x_request_id", "forged"),
+            // Underscores elsewhere are nobody's business.
+            ("x_api_version", "2"),
+            ("x-custom_thing", "1"),
+        ];
+        for trusted in [false, true] {
+            assert_eq!(
+                kept(&disguised, trusted),
+                vec!["x-custom_thing", "x_api_version"],
+                "trusted proxy: {trusted}"
+            );
+        }
+    }
+
+    #[test]
+    fn rewrite_headers_go_and_client_claims_stay_only_from_trusted_proxies() {
+        let claims = [
+            ("x-real-ip", "10.0.0.1"),
+            ("x-client-ip", "10.0.0.1"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x-cluster-client-ip", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-original-url", "/admin/secret"),
+            ("x-rewrite-url", "/admin/secret"),
+            ("x-request-id", "from-the-proxy"),
+        ];
+        assert_eq!(kept(&claims, false), vec!["x-request-id"]);
+        let from_proxy = kept(&claims, true);
+        assert!(
+            !from_proxy.iter().any(|n| n.contains("url")),
+            "{from_proxy:?}"
+        );
+        assert_eq!(from_proxy.len(), claims.len() - 2, "{from_proxy:?}");
     }
 
     #[test]
     fn connection_cannot_remove_headers_added_later() {
         let mut h = map(&[("connection", "x-intraport-oid, x-forwarded-for")]);
         strip_hop_by_hop(&mut h);
-        strip_intraport(&mut h);
+        strip_spoofable(&mut h, false);
         for (n, v) in identity_headers(Some(&identity()), None) {
             h.insert(n, v);
         }

@@ -9,9 +9,12 @@
 //!   ([`CertRequirements`], [`CertIdentity`]); the outcome is an [`Allowed`] or a
 //!   [`Denial`] whose [`DenyReason`] feeds the response, the audit event and the
 //!   metric label alike.
-//! - [`RouteTable`]: routes by host and path prefix, with [`normalize_path`] keeping a
-//!   request path from escaping the prefix policy checked.
-//! - [`forward`]: hop-by-hop removal, `X-Intraport-*` stripping and identity headers,
+//! - [`RouteTable`]: routes by host and path prefix (ignoring case unless a route is
+//!   case-sensitive), with [`normalize_path`] keeping a request path from escaping
+//!   the prefix policy checked, [`RouteMatch::path`] the path to forward, and
+//!   [`check_authority`] for `Host`.
+//! - [`forward`]: hop-by-hop removal, stripping of `X-Intraport-*` and of whatever an
+//!   upstream could read as it or as a forwarding header, identity headers,
 //!   `X-Forwarded-*`.
 //!
 //! It is not a token validator: an invalid token is refused by `intraport-token`'s
@@ -35,5 +38,8 @@ pub use policy::{
     CertRequirements, ClaimRequirements, IdentityRequirement, RoutePolicy,
     deserialize_identity_kinds, parse_identity_kind,
 };
-pub use route::{PathError, RouteEntry, RouteOverlap, RouteTable, normalize_path, validate_route};
+pub use route::{
+    HostError, PathError, RouteEntry, RouteMatch, RouteOverlap, RouteTable, check_authority,
+    normalize_path, validate_route,
+};
 pub use source::{ClientAddr, SourceMatch, SourceRule, client_ip};

@@ -8,8 +8,11 @@
 //! is subtracted when choosing example packets (lower bound: packets that certainly
 //! reach a rule).
 
+use crate::addrtype::Host;
 use crate::compile::Compiler;
-use crate::model::{CtState, Field, Packet, RuleId, Ruleset, TableKind, Target, Values, Verdict};
+use crate::model::{
+    CtState, Family, Field, Packet, RuleId, Ruleset, TableKind, Target, V4_BASE, Values, Verdict,
+};
 use crate::space::{Cube, Dim, Iv, Space};
 
 /// What a flattened rule does.
@@ -105,6 +108,7 @@ pub struct Analysis<'a> {
 struct Walk<'r> {
     rs: &'r Ruleset,
     compiler: &'r Compiler,
+    hook: &'r str,
     table: usize,
     universe: Cube,
     policy: Verdict,
@@ -128,9 +132,11 @@ impl Walk<'_> {
                 chain: c,
                 rule: ri,
             };
-            let m = self.compiler.compile(&rule.conds, &self.universe);
+            let (m, known) = self
+                .compiler
+                .compile_at(&rule.conds, &self.universe, self.hook);
             let space = guard.intersect(&m);
-            let e = exact && rule.unknown.is_empty();
+            let e = exact && rule.unknown.is_empty() && known;
             let push = |out: &mut Vec<FlatRule>, action, ex| {
                 out.push(FlatRule {
                     id,
@@ -201,7 +207,12 @@ impl Walk<'_> {
 impl<'a> Analysis<'a> {
     /// Compile and flatten every base chain of the filter and nat tables.
     pub fn new(ruleset: &'a Ruleset) -> Analysis<'a> {
-        let compiler = Compiler::new(ruleset);
+        Analysis::with_host(ruleset, Host::default())
+    }
+
+    /// As [`Analysis::new`], knowing the host's addresses (for address types).
+    pub fn with_host(ruleset: &'a Ruleset, host: Host) -> Analysis<'a> {
+        let compiler = Compiler::with_host(ruleset, host);
         let mut chains = Vec::new();
         let mut loops = Vec::new();
         for (ti, t) in ruleset.tables.iter().enumerate() {
@@ -213,10 +224,16 @@ impl<'a> Analysis<'a> {
                 if kind == TableKind::Other {
                     continue;
                 }
-                let universe = compiler.universe(t.family);
+                let mut universe = compiler.universe(t.family);
+                if kind == TableKind::Nat {
+                    // Conntrack shows the nat table only the first packet of a
+                    // connection; later ones get the same translation.
+                    universe[Dim::State as usize] = Iv::point(CtState::New as u128);
+                }
                 let mut w = Walk {
                     rs: ruleset,
                     compiler: &compiler,
+                    hook,
                     table: ti,
                     universe,
                     policy: policy.clone(),
@@ -225,7 +242,7 @@ impl<'a> Analysis<'a> {
                     stack: Vec::new(),
                     loops: Vec::new(),
                 };
-                w.chain(ci, Space::from_cube(universe), true, true);
+                w.chain(ci, family_space(t.family, universe), true, true);
                 loops.append(&mut w.loops);
                 chains.push(FlatChain {
                     table: ti,
@@ -305,9 +322,43 @@ impl<'a> Analysis<'a> {
         parts
     }
 
-    /// The packet at the lowest corner of a space.
+    /// An example packet of a space: the lowest corner of its part with ordinary
+    /// unicast addresses at both ends (IPv4 1.0.0.0 to 223.255.255.255 less
+    /// loopback, IPv6 2000::/3), which a kernel will route, or of the whole space
+    /// when it has none.
     pub fn example(&self, s: &Space) -> Option<Packet> {
-        s.sample().map(|p| self.compiler.packet(&p))
+        let ordinary = [
+            (V4_BASE | 0x0100_0000, V4_BASE | 0x7eff_ffff),
+            (V4_BASE | 0x8000_0000, V4_BASE | 0xdfff_ffff),
+            (0x2000 << 112, (0x4000 << 112) - 1),
+        ];
+        let mut cubes = Vec::new();
+        for &(slo, shi) in &ordinary {
+            for &(dlo, dhi) in &ordinary {
+                let mut c = [Iv {
+                    lo: 0,
+                    hi: u128::MAX,
+                }; crate::space::DIMS];
+                c[Dim::Src as usize] = Iv { lo: slo, hi: shi };
+                c[Dim::Dst as usize] = Iv { lo: dlo, hi: dhi };
+                cubes.push(c);
+            }
+        }
+        let ordinary = s.intersect(&Space::from_cubes(cubes));
+        let Some(p) = ordinary.sample() else {
+            return s.sample().map(|p| self.compiler.packet(&p));
+        };
+        // Different addresses at the two ends where the space allows it.
+        let mut same = [Iv {
+            lo: 0,
+            hi: u128::MAX,
+        }; crate::space::DIMS];
+        same[Dim::Dst as usize] = Iv::point(p[Dim::Src as usize]);
+        let p = ordinary
+            .minus(&Space::from_cube(same))
+            .sample()
+            .unwrap_or(p);
+        Some(self.compiler.packet(&p))
     }
 
     /// The space of all packets matching given flow coordinates in `chain`'s family.
@@ -349,6 +400,24 @@ impl<'a> Analysis<'a> {
         }
         out
     }
+}
+
+/// The packets of a family: for IPv6 tables the universe box less IPv4-mapped
+/// addresses, so that example packets of an `ip6` table (or ip6tables-save dump)
+/// are IPv6 whatever its rules say.
+fn family_space(family: Family, universe: Cube) -> Space {
+    let mut s = Space::from_cube(universe);
+    if family == Family::V6 {
+        for d in [Dim::Src, Dim::Dst] {
+            let mut mapped = universe;
+            mapped[d as usize] = Iv {
+                lo: V4_BASE,
+                hi: V4_BASE | 0xffff_ffff,
+            };
+            s.subtract(&Space::from_cube(mapped));
+        }
+    }
+    s
 }
 
 fn cond(field: Field, ranges: &[(u128, u128)]) -> crate::model::Cond {

@@ -151,6 +151,9 @@ pub struct AuditOptions {
     pub sensitive_ports: Vec<SensitivePort>,
     /// Most correlated findings reported per rule (the rest are counted).
     pub max_correlated_per_rule: usize,
+    /// Interfaces that face untrusted networks: an accept limited to other input
+    /// interfaces (loopback, a container bridge, a LAN) is not called permissive.
+    pub external_interfaces: Vec<String>,
 }
 
 impl Default for AuditOptions {
@@ -191,6 +194,7 @@ impl Default for AuditOptions {
         AuditOptions {
             sensitive_ports,
             max_correlated_per_rule: 3,
+            external_interfaces: Vec::new(),
         }
     }
 }
@@ -405,6 +409,8 @@ fn chain_findings(
     // occurrence is reached.
     let mut reached: BTreeMap<RuleId, bool> = BTreeMap::new();
     let mut pending_dead: Vec<(RuleId, Finding)> = Vec::new();
+    // Per rule: occurrences reached, and the removable findings of those.
+    let mut removals: BTreeMap<RuleId, (usize, Vec<Finding>)> = BTreeMap::new();
     let nat = chain.kind == TableKind::Nat;
     for (i, r) in rules.iter().enumerate() {
         let mut upper = r.space.clone();
@@ -444,6 +450,7 @@ fn chain_findings(
         let entry = reached.entry(r.id).or_insert(false);
         if !upper.is_empty() {
             *entry = true;
+            removals.entry(r.id).or_default().0 += 1;
         }
         if upper.is_empty() {
             pending_dead.push((r.id, dead_finding(a, chain, r, &covering, nat)));
@@ -481,7 +488,7 @@ fn chain_findings(
         if r.exact
             && let Some(f) = removable(a, chain, &index, i, &upper, &lower, vi)
         {
-            out.push(f);
+            removals.entry(r.id).or_default().1.push(f);
         }
         if r.exact && *vi == Verdict::Accept && chain.kind == TableKind::Filter {
             permissive(a, chain, i, &lower, opts, out);
@@ -490,6 +497,13 @@ fn chain_findings(
     for (id, f) in pending_dead {
         if !reached.get(&id).copied().unwrap_or(false) {
             out.push(f);
+        }
+    }
+    // A rule of a chain jumped to from several places is one rule: removable only
+    // if every occurrence that decides anything is.
+    for (_, (occurrences, mut fs)) in removals {
+        if fs.len() == occurrences && !fs.is_empty() {
+            out.push(fs.swap_remove(0));
         }
     }
 }
@@ -588,7 +602,9 @@ fn removable(
         let Action::Decide(vj) = &e.action else {
             continue;
         };
-        if !rest.overlaps(&e.space) {
+        // Another occurrence of the same rule (its chain is jumped to again) goes
+        // with it when it is removed: it decides nothing in its place.
+        if e.id == rules[i].id || !rest.overlaps(&e.space) {
             continue;
         }
         if !e.exact || vj != vi {
@@ -621,42 +637,74 @@ fn removable(
     })
 }
 
-/// Whether a rule, or a jump leading to it, restricts the source address.
-fn restricts_source(a: &Analysis<'_>, id: RuleId) -> bool {
+/// Public address space: IPv4 less the private and special-purpose blocks
+/// (RFC 1918, CGNAT, loopback, link-local, multicast and reserved, "this network",
+/// and Azure's platform address 168.63.129.16), and IPv6 global unicast 2000::/3.
+fn public_space() -> [Vec<(u128, u128)>; 2] {
+    let net = |s: &str| s.parse::<ipnet::IpNet>().map(crate::model::net_range).ok();
+    let special: Vec<(u128, u128)> = [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "168.63.129.16/32",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/3",
+    ]
+    .iter()
+    .filter_map(|s| net(s))
+    .collect();
+    let v4 = crate::addrtype::minus(net("0.0.0.0/0").into_iter().collect(), &special);
+    [v4, net("2000::/3").into_iter().collect()]
+}
+
+/// Whether the ranges hold every public address of one family: a match that
+/// leaves out only private space (NSG's `Internet`, `! -s 10.0.0.0/8`) is still
+/// "any source".
+fn covers_public(rs: &[(u128, u128)]) -> bool {
+    public_space()
+        .into_iter()
+        .any(|family| crate::addrtype::minus(family, rs).is_empty())
+}
+
+/// Whether a rule, or a jump leading to it, restricts where packets come from:
+/// the source address (anything short of every public address of a family), a
+/// source address type, or the input interface. Loopback traffic comes from the
+/// host itself. When the external interfaces are declared
+/// (`AuditOptions::external_interfaces`), an accept limited to other input
+/// interfaces (a container bridge, a LAN) is not "from any source"; when they are
+/// not, that holds on FORWARD (traffic from an attached network, leaving: Docker's
+/// `-i docker0 ! -o docker0`, a router's LAN to WAN), while an accept limited to an
+/// input interface on INPUT is still judged.
+fn restricts_source(a: &Analysis<'_>, id: RuleId, opts: &AuditOptions, hook: &str) -> bool {
     let Some(r) = a.ruleset.rule(id) else {
         return true;
     };
     r.conds.iter().any(|c| {
-        c.field == Field::Src
-            && !c.negated
-            && match &c.values {
-                Values::Ranges(rs) => !rs.iter().any(|&(lo, hi)| {
-                    lo == chain_universe_lo(a, id) && hi >= chain_universe_hi(a, id)
-                }),
-                Values::Tags(ts) => !ts.iter().any(|t| t == "Internet"),
-                Values::Ifaces(_) => false,
+        if c.negated {
+            return false;
+        }
+        match (c.field, &c.values) {
+            (Field::Src, Values::Ranges(rs)) => !covers_public(rs),
+            (Field::Src, Values::Tags(ts)) => !ts.iter().any(|t| t == "Internet"),
+            (Field::Src, Values::AddrTypes(_)) => true,
+            (Field::Iif, Values::Ifaces(pats)) => {
+                let external = |p: &crate::model::IfPat| {
+                    if p.name == "lo" && !p.wildcard {
+                        false
+                    } else if opts.external_interfaces.is_empty() {
+                        !hook.eq_ignore_ascii_case("forward")
+                    } else {
+                        opts.external_interfaces.iter().any(|e| p.matches(e))
+                    }
+                };
+                !pats.iter().any(external)
             }
+            _ => false,
+        }
     })
-}
-
-fn chain_universe_lo(a: &Analysis<'_>, id: RuleId) -> u128 {
-    a.ruleset
-        .tables
-        .get(id.table)
-        .map_or(0, |t| match t.family {
-            crate::model::Family::V4 => crate::model::V4_BASE,
-            _ => 0,
-        })
-}
-
-fn chain_universe_hi(a: &Analysis<'_>, id: RuleId) -> u128 {
-    a.ruleset
-        .tables
-        .get(id.table)
-        .map_or(u128::MAX, |t| match t.family {
-            crate::model::Family::V4 => crate::model::V4_BASE | 0xffff_ffff,
-            _ => u128::MAX,
-        })
 }
 
 fn permissive(
@@ -675,7 +723,9 @@ fn permissive(
         return;
     }
     let r = &chain.rules[i];
-    if restricts_source(a, r.id) || r.path.iter().any(|&p| restricts_source(a, p)) {
+    if restricts_source(a, r.id, opts, &hook)
+        || r.path.iter().any(|&p| restricts_source(a, p, opts, &hook))
+    {
         return;
     }
     let mut open = Vec::new();

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::addrtype::Host;
 use crate::model::{
     CtState, Family, Field, Packet, Ruleset, V4_BASE, Values, addr_to_u128, u128_to_addr,
 };
@@ -30,6 +31,8 @@ pub struct Compiler {
     no_ifaces: bool,
     /// Tag names; a tag id is a bit index.
     tags: Vec<String>,
+    /// What is known of the host, for address types.
+    host: Host,
 }
 
 /// Representative of "some other name" for a wildcard prefix. `*` cannot appear in
@@ -88,6 +91,11 @@ fn complement(list: &[Iv], universe: Iv) -> Vec<Iv> {
 impl Compiler {
     /// Number the interfaces and tags used anywhere in `rs`.
     pub fn new(rs: &Ruleset) -> Compiler {
+        Compiler::with_host(rs, Host::default())
+    }
+
+    /// As [`Compiler::new`], knowing the host's addresses (for address types).
+    pub fn with_host(rs: &Ruleset, host: Host) -> Compiler {
         let mut names = BTreeSet::new();
         let mut wildcards = BTreeSet::new();
         let mut tags = BTreeSet::new();
@@ -109,7 +117,7 @@ impl Compiler {
                                 }
                             }
                             Values::Tags(ts) => tags.extend(ts.iter().cloned()),
-                            Values::Ranges(_) => {}
+                            Values::Ranges(_) | Values::AddrTypes(_) => {}
                         }
                     }
                 }
@@ -124,6 +132,7 @@ impl Compiler {
             wildcards,
             no_ifaces: !any_iface,
             tags: tags.into_iter().take(MAX_TAGS).collect(),
+            host,
         }
     }
 
@@ -190,8 +199,12 @@ impl Compiler {
         normalise(out)
     }
 
-    fn values(&self, values: &Values, field: Field, universe: Iv) -> Option<Vec<Iv>> {
+    fn values(&self, values: &Values, field: Field, universe: Iv, hook: &str) -> Option<Vec<Iv>> {
         Some(match values {
+            Values::AddrTypes(types) => {
+                let rs = self.host.ranges(types, field, hook)?;
+                normalise(rs.iter().filter_map(|&(lo, hi)| Iv::new(lo, hi)).collect())
+            }
             Values::Ranges(rs) => {
                 normalise(rs.iter().filter_map(|&(lo, hi)| Iv::new(lo, hi)).collect())
             }
@@ -217,6 +230,20 @@ impl Compiler {
 
     /// The space of packets satisfying all `conds` within `universe`.
     pub fn compile(&self, conds: &[crate::model::Cond], universe: &Cube) -> Space {
+        self.compile_at(conds, universe, "").0
+    }
+
+    /// The space of packets satisfying all `conds` within `universe`, in a base
+    /// chain on `hook`, and whether it is exact: a condition whose values are not
+    /// known there (an address type the hook does not settle) is left out, so the
+    /// space over-approximates.
+    pub fn compile_at(
+        &self,
+        conds: &[crate::model::Cond],
+        universe: &Cube,
+        hook: &str,
+    ) -> (Space, bool) {
+        let mut exact = true;
         let mut dims: [Vec<Iv>; DIMS] = universe.map(|iv| vec![iv]);
         for c in conds {
             let d = match (&c.values, c.field) {
@@ -231,7 +258,8 @@ impl Compiler {
                 (_, Field::Oif) => Dim::Oif,
                 (_, Field::State) => Dim::State,
             } as usize;
-            let Some(mut list) = self.values(&c.values, c.field, universe[d]) else {
+            let Some(mut list) = self.values(&c.values, c.field, universe[d], hook) else {
+                exact &= !matches!(c.values, Values::AddrTypes(_));
                 continue;
             };
             if c.negated {
@@ -239,7 +267,7 @@ impl Compiler {
             }
             dims[d] = intersect_lists(&dims[d], &list);
             if dims[d].is_empty() {
-                return Space::empty();
+                return (Space::empty(), exact);
             }
         }
         // The product of the per-dimension interval lists.
@@ -261,7 +289,7 @@ impl Compiler {
             }
             cubes = next;
         }
-        Space::from_cubes(cubes)
+        (Space::from_cubes(cubes), exact)
     }
 
     fn iface_id(&self, name: &str) -> u128 {

@@ -22,7 +22,7 @@ use crate::analysis::{Analysis, Part};
 use crate::audit::RuleRef;
 use crate::error::Error;
 use crate::iptables::proto_number;
-use crate::model::{Family, Packet, TableKind, net_range};
+use crate::model::{Cond, Family, Field, IfPat, Packet, TableKind, Values, net_range};
 
 /// A flow that must get through, as new connections.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -90,6 +90,27 @@ fn family_fits(table: Family, nets: &[IpNet]) -> bool {
     })
 }
 
+/// Whether a flow on this chain comes from another host: on the input side
+/// (INPUT, FORWARD, PREROUTING) from sources other than loopback. Such packets
+/// never arrive on the loopback interface, which carries only the host's own.
+fn from_elsewhere(chain: &crate::analysis::FlatChain, src: &[IpNet]) -> bool {
+    let input_side = ["INPUT", "FORWARD", "PREROUTING"]
+        .iter()
+        .any(|h| chain.hook.eq_ignore_ascii_case(h));
+    input_side && !src.iter().all(|n| n.addr().is_loopback())
+}
+
+fn not_loopback() -> Cond {
+    Cond {
+        field: Field::Iif,
+        negated: true,
+        values: Values::Ifaces(vec![IfPat {
+            name: "lo".into(),
+            wildcard: false,
+        }]),
+    }
+}
+
 fn one(a: &Analysis<'_>, f: &RequiredFlow) -> CoverageResult {
     let mut result = CoverageResult {
         flow: f.name.clone(),
@@ -113,7 +134,10 @@ fn one(a: &Analysis<'_>, f: &RequiredFlow) -> CoverageResult {
                 .get(c.table)
                 .is_some_and(|t| family_fits(t.family, &f.src) && family_fits(t.family, &f.dst))
     }) {
-        let q = a.flow_space(chain, &ranges(&f.src), &ranges(&f.dst), f.proto, &dports);
+        let mut q = a.flow_space(chain, &ranges(&f.src), &ranges(&f.dst), f.proto, &dports);
+        if from_elsewhere(chain, &f.src) {
+            q = q.intersect(&a.compiler.compile(&[not_loopback()], &chain.universe));
+        }
         parts.extend(a.decide_space(chain, &q).into_iter().map(|p| (p, chain)));
     }
     if parts.is_empty() {

@@ -13,6 +13,7 @@
 //! packet mangling, rate limits, sets/maps of nftables beyond literal values, or
 //! the interplay of several nftables base chains on one hook.
 
+pub mod addrtype;
 pub mod analysis;
 pub mod audit;
 pub mod compile;
@@ -23,6 +24,7 @@ pub mod iptables;
 pub mod model;
 pub mod nft;
 pub mod nsg;
+pub mod protocols;
 pub mod space;
 
 pub use audit::{AuditOptions, Finding, Kind, Report, RuleRef, Severity, audit};

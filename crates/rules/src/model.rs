@@ -144,6 +144,9 @@ pub enum Values {
     Ifaces(Vec<IfPat>),
     /// Opaque named address sets (NSG service tags), any of them.
     Tags(Vec<String>),
+    /// Address types (`-m addrtype`), any of them: which addresses they are
+    /// depends on the host and the hook (see [`crate::addrtype`]).
+    AddrTypes(Vec<crate::addrtype::AddrType>),
 }
 
 /// Which packet field a condition tests.
@@ -187,8 +190,10 @@ pub enum Verdict {
     Accept,
     /// Discard silently.
     Drop,
-    /// Discard with an error reply.
-    Reject,
+    /// Discard with an error reply: `tcp-reset`, or the ICMP error sent (`icmp
+    /// port-unreachable`, ...; see [`reject_kind`]). Two REJECTs with different
+    /// replies are different verdicts.
+    Reject(String),
     /// Rewrite the destination.
     Dnat(String),
     /// Rewrite the source.
@@ -204,7 +209,7 @@ pub enum Verdict {
 impl Verdict {
     /// Whether the packet is discarded.
     pub fn is_deny(&self) -> bool {
-        matches!(self, Verdict::Drop | Verdict::Reject)
+        matches!(self, Verdict::Drop | Verdict::Reject(_))
     }
 }
 
@@ -213,7 +218,7 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Accept => f.write_str("ACCEPT"),
             Verdict::Drop => f.write_str("DROP"),
-            Verdict::Reject => f.write_str("REJECT"),
+            Verdict::Reject(with) => write!(f, "REJECT with {with}"),
             Verdict::Dnat(t) => write!(f, "DNAT to {t}"),
             Verdict::Snat(t) => write!(f, "SNAT to {t}"),
             Verdict::Masquerade => f.write_str("MASQUERADE"),
@@ -221,6 +226,32 @@ impl fmt::Display for Verdict {
             Verdict::Unknown(t) => write!(f, "{t}"),
         }
     }
+}
+
+/// The reply of a REJECT, named the same whichever tool wrote it: `tcp-reset`, or
+/// `icmp ` and the ICMP error (`port-unreachable`, `host-prohibited`, ...). `with`
+/// is iptables' `--reject-with` value (`icmp-port-unreachable`, ip6tables'
+/// `icmp6-adm-prohibited` or `adm-prohibited`) or nft's `tcp reset` / ICMP code
+/// name; `None` is the default, port unreachable.
+pub fn reject_kind(with: Option<&str>) -> String {
+    let Some(w) = with else {
+        return "icmp port-unreachable".into();
+    };
+    let w = w.trim().to_ascii_lowercase().replace(' ', "-");
+    if w == "tcp-reset" || w == "tcp-rst" {
+        return "tcp-reset".into();
+    }
+    let code = w
+        .strip_prefix("icmp6-")
+        .or_else(|| w.strip_prefix("icmp-"))
+        .unwrap_or(&w);
+    let code = match code {
+        "port-unreach" => "port-unreachable",
+        "addr-unreach" => "addr-unreachable",
+        "adm-prohibited" => "admin-prohibited",
+        c => c,
+    };
+    format!("icmp {code}")
 }
 
 /// Where a NAT rule sends packets, when it can be read.
@@ -418,7 +449,7 @@ pub fn proto_name(p: u8) -> String {
         17 => "udp".into(),
         58 => "icmpv6".into(),
         132 => "sctp".into(),
-        n => n.to_string(),
+        n => crate::protocols::name(n).map_or_else(|| n.to_string(), str::to_string),
     }
 }
 
@@ -480,6 +511,9 @@ impl Cond {
                 .oif
                 .as_deref()
                 .is_some_and(|n| pats.iter().any(|pat| pat.matches(n))),
+            // Without the host and the hook the reference cannot tell an address's
+            // type: only the analysis, which knows both, models these.
+            (Values::AddrTypes(_), _) => false,
             (Values::Tags(tags), Field::Src) => tags.iter().any(|t| p.src_tags.contains(t)),
             (Values::Tags(tags), Field::Dst) => tags.iter().any(|t| p.dst_tags.contains(t)),
             _ => false,

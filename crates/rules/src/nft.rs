@@ -10,11 +10,12 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::addrtype::AddrType;
 use crate::error::Error;
 use crate::iptables::proto_number;
 use crate::model::{
     Chain, Cond, CtState, Family, Field, IfPat, InputFormat, Location, NatTo, Rule, Ruleset, Table,
-    TableKind, Target, V4_BASE, Values, Verdict, addr_to_u128, net_range,
+    TableKind, Target, V4_BASE, Values, Verdict, addr_to_u128, net_range, reject_kind,
 };
 
 struct Ctx<'a> {
@@ -122,9 +123,9 @@ pub fn parse(file: &str, text: &str) -> Result<Ruleset, Error> {
                 .get("expr")
                 .and_then(Value::as_array)
                 .ok_or_else(|| cx.err(&label, "rule without an `expr` array"))?;
-            let rule = parse_rule(&cx, &label, family, exprs)?;
+            let rules = parse_rule(&cx, &label, family, exprs)?;
             if let Some(c) = table.chains.get_mut(ci) {
-                c.rules.push(rule);
+                c.rules.extend(rules);
             }
         }
     }
@@ -317,16 +318,48 @@ fn match_conds(m: &Value, family: Family) -> Option<Vec<Cond>> {
                 };
                 (field, Values::Ifaces(pats))
             }
-            "nfproto" => {
+            // `meta protocol` is the ethertype (`ip`, `ip6`), `meta nfproto` the
+            // netfilter family (`ipv4`, `ipv6`): for IP packets the same split.
+            "nfproto" | "protocol" => {
                 let r = match right.as_str()? {
-                    "ipv4" => vec![V4_ALL],
-                    "ipv6" => vec![(0, V4_BASE - 1), ((V4_BASE | 0xffff_ffff) + 1, u128::MAX)],
+                    "ipv4" | "ip" => vec![V4_ALL],
+                    "ipv6" | "ip6" => {
+                        vec![(0, V4_BASE - 1), ((V4_BASE | 0xffff_ffff) + 1, u128::MAX)]
+                    }
                     _ => return None,
                 };
                 (Field::Src, Values::Ranges(r))
             }
             _ => return None,
         }
+    } else if let Some(fib) = left.get("fib") {
+        // `fib daddr type local`: the address type of the destination (or source)
+        // in the routing table, not limited to an interface.
+        if s(fib, "result")? != "type" {
+            return None;
+        }
+        let flags: Vec<&str> = match fib.get("flags")? {
+            Value::String(f) => vec![f.as_str()],
+            Value::Array(fs) => fs.iter().filter_map(Value::as_str).collect(),
+            _ => return None,
+        };
+        let field = match flags.as_slice() {
+            ["daddr"] => Field::Dst,
+            ["saddr"] => Field::Src,
+            _ => return None,
+        };
+        let names: Vec<&Value> = match right {
+            Value::Object(o) => match o.get("set")? {
+                Value::Array(xs) => xs.iter().collect(),
+                x => vec![x],
+            },
+            x => vec![x],
+        };
+        let mut types = Vec::new();
+        for n in names {
+            types.push(AddrType::parse(n.as_str()?)?);
+        }
+        (field, Values::AddrTypes(types))
     } else if let Some(ct) = left.get("ct") {
         if s(ct, "key")? != "state" {
             return None;
@@ -391,11 +424,22 @@ fn nat_to(v: &Value) -> Option<NatTo> {
     Some(NatTo { addrs, ports })
 }
 
-fn parse_rule(cx: &Ctx<'_>, label: &str, family: Family, exprs: &[Value]) -> Result<Rule, Error> {
+/// One rule's expressions as model rules: one, or for a verdict map (`ct state
+/// vmap { established : accept, invalid : drop }`) one per element, each matching
+/// the rule's conditions and its key, in the map's order (the keys of a map do not
+/// overlap, so the order changes nothing). A packet whose key is in no element
+/// goes on to the next rule.
+fn parse_rule(
+    cx: &Ctx<'_>,
+    label: &str,
+    family: Family,
+    exprs: &[Value],
+) -> Result<Vec<Rule>, Error> {
     let mut conds = Vec::new();
     let mut unknown = Vec::new();
     let mut target = Target::None;
     let mut packets = None;
+    let mut vmap: Option<(&Value, &Vec<Value>)> = None;
     for e in exprs {
         let Some((key, body)) = e.as_object().and_then(|o| o.iter().next()) else {
             return Err(cx.err(label, "expected an expression object"));
@@ -412,7 +456,16 @@ fn parse_rule(cx: &Ctx<'_>, label: &str, family: Family, exprs: &[Value]) -> Res
             "counter" => packets = body.get("packets").and_then(Value::as_u64),
             "accept" => target = verdict(Verdict::Accept),
             "drop" => target = verdict(Verdict::Drop),
-            "reject" => target = verdict(Verdict::Reject),
+            "reject" => {
+                // `{"type": "tcp reset"}`, `{"type": "icmpx", "expr":
+                // "admin-prohibited"}`, or null for the default.
+                let with = match (s(body, "type"), s(body, "expr")) {
+                    (Some(t), None) if t.starts_with("tcp") => Some("tcp-reset"),
+                    (_, Some(code)) => Some(code),
+                    _ => None,
+                };
+                target = verdict(Verdict::Reject(reject_kind(with)));
+            }
             "return" => target = Target::Return,
             "jump" | "goto" => {
                 let name = s(body, "target")
@@ -458,20 +511,61 @@ fn parse_rule(cx: &Ctx<'_>, label: &str, family: Family, exprs: &[Value]) -> Res
                 target = verdict(Verdict::Unknown(name));
             }
             "queue" | "synproxy" | "tproxy" => target = verdict(Verdict::Unknown(key.clone())),
+            "vmap" => match (body.get("key"), body.get("data").and_then(|d| d.get("set"))) {
+                (Some(k), Some(Value::Array(elems))) => vmap = Some((k, elems)),
+                // A named map (`vmap @ports`): its contents are not in the rule.
+                _ => {
+                    target = verdict(Verdict::Unknown(format!(
+                        "vmap {}",
+                        body.get("data").unwrap_or(body)
+                    )))
+                }
+            },
             other => unknown.push(other.to_string()),
         }
     }
     let text = serde_json::to_string(exprs).unwrap_or_default();
-    Ok(Rule {
+    let rule = |name: String, conds, unknown, target| Rule {
         loc: Location {
             file: cx.file.to_string(),
             line: None,
-            name: Some(label.to_string()),
+            name: Some(name),
         },
-        text,
+        text: text.clone(),
         conds,
         unknown,
         target,
         packets,
-    })
+    };
+    let Some((key, elems)) = vmap else {
+        return Ok(vec![rule(label.to_string(), conds, unknown, target)]);
+    };
+    let mut out = Vec::with_capacity(elems.len());
+    for e in elems {
+        let (Some(k), Some(v)) = (e.get(0), e.get(1)) else {
+            return Err(cx.err(
+                label,
+                format!("vmap element {e} is not a [key, verdict] pair"),
+            ));
+        };
+        // With per-element counters the key is wrapped: {"elem": {"val": ...}}.
+        let k = k.get("elem").and_then(|x| x.get("val")).unwrap_or(k);
+        let m = serde_json::json!({"op": "==", "left": key, "right": k});
+        let mut c = conds.clone();
+        let mut u = unknown.clone();
+        match match_conds(&m, family) {
+            Some(kc) => c.extend(kc),
+            None => u.push(format!("vmap key {key} : {k}")),
+        }
+        let t = parse_rule(cx, label, family, std::slice::from_ref(v))?
+            .into_iter()
+            .next()
+            .map_or(Target::None, |r| r.target);
+        let shown = match k {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push(rule(format!("{label} vmap {shown}"), c, u, t));
+    }
+    Ok(out)
 }

@@ -3,8 +3,20 @@
 //! `properties`).
 //!
 //! Each direction becomes a base chain (`Inbound`, `Outbound`) of rules in priority
-//! order, custom rules first and the default rules (65000+) last. Service tags and
-//! application security groups are opaque named sets (see the compile module).
+//! order, custom rules first and the default rules (65000+) last: those of the
+//! export's `defaultSecurityRules` (`properties.defaultSecurityRules` in the REST
+//! form), or Azure's six when the export leaves them out (AllowVnetInBound,
+//! AllowAzureLoadBalancerInBound, DenyAllInBound, AllowVnetOutBound,
+//! AllowInternetOutBound, DenyAllOutBound; priorities 65000, 65001, 65500).
+//!
+//! Three service tags are address sets: `VirtualNetwork` is the virtual network's
+//! address space as given (`--vnet-address-space`), or by default the RFC 1918
+//! blocks (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16), plus the platform address
+//! 168.63.129.16 in both cases (Azure counts the VNet, its peerings, the connected
+//! on-premises networks and that address in the tag); `Internet` is every address
+//! outside `VirtualNetwork`; `AzureLoadBalancer` is 168.63.129.16. Other service
+//! tags and application security groups are opaque named sets (see the compile
+//! module).
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -66,8 +78,82 @@ fn is_any(s: &str) -> bool {
     matches!(s, "*" | "Any" | "any" | "0.0.0.0/0")
 }
 
-/// Parse an NSG export. `file` names it in errors and findings.
+/// The default `VirtualNetwork` address space: the RFC 1918 blocks.
+pub const DEFAULT_VNET: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+
+/// Azure's platform address (DHCP, DNS, health probes): in `VirtualNetwork`, and
+/// all of `AzureLoadBalancer`.
+const PLATFORM: &str = "168.63.129.16/32";
+
+/// The default rules Azure adds to every NSG, as an export lists them.
+fn default_rules() -> Vec<Value> {
+    let rule = |name: &str, prio: u64, dir: &str, access: &str, src: &str, dst: &str| {
+        serde_json::json!({
+            "name": name, "priority": prio, "direction": dir, "access": access,
+            "protocol": "*", "sourceAddressPrefix": src, "destinationAddressPrefix": dst,
+            "sourcePortRange": "*", "destinationPortRange": "*",
+        })
+    };
+    vec![
+        rule(
+            "AllowVnetInBound",
+            65000,
+            "Inbound",
+            "Allow",
+            "VirtualNetwork",
+            "VirtualNetwork",
+        ),
+        rule(
+            "AllowAzureLoadBalancerInBound",
+            65001,
+            "Inbound",
+            "Allow",
+            "AzureLoadBalancer",
+            "*",
+        ),
+        rule("DenyAllInBound", 65500, "Inbound", "Deny", "*", "*"),
+        rule(
+            "AllowVnetOutBound",
+            65000,
+            "Outbound",
+            "Allow",
+            "VirtualNetwork",
+            "VirtualNetwork",
+        ),
+        rule(
+            "AllowInternetOutBound",
+            65001,
+            "Outbound",
+            "Allow",
+            "*",
+            "Internet",
+        ),
+        rule("DenyAllOutBound", 65500, "Outbound", "Deny", "*", "*"),
+    ]
+}
+
+/// Parse an NSG export, `VirtualNetwork` being the RFC 1918 default. `file` names
+/// it in errors and findings.
 pub fn parse(file: &str, text: &str) -> Result<Ruleset, Error> {
+    parse_with(file, text, &[])
+}
+
+/// Parse an NSG export with the virtual network's address space (`vnet`; empty:
+/// the RFC 1918 default).
+pub fn parse_with(file: &str, text: &str, vnet: &[IpNet]) -> Result<Ruleset, Error> {
+    let default_vnet: Vec<IpNet> = DEFAULT_VNET.iter().filter_map(|n| n.parse().ok()).collect();
+    let mut vnet_space: Vec<(u128, u128)> = if vnet.is_empty() { &default_vnet } else { vnet }
+        .iter()
+        .map(|n| net_range(n.trunc()))
+        .collect();
+    let platform = PLATFORM.parse::<IpNet>().map(net_range).ok();
+    vnet_space.extend(platform);
+    let all = vec![(0, u128::MAX)];
+    let tags = Tags {
+        internet: crate::addrtype::minus(all, &vnet_space),
+        load_balancer: platform.into_iter().collect(),
+        vnet: vnet_space,
+    };
     let cx = Ctx { file, text };
     let doc: Value = serde_json::from_str(text).map_err(|e| {
         Error::parse(
@@ -90,9 +176,23 @@ pub fn parse(file: &str, text: &str) -> Result<Ruleset, Error> {
     }
     let mut family = Family::V4;
     let mut parsed: Vec<(String, u64, Rule)> = Vec::new();
-    for r in custom.into_iter().chain(defaults).flatten() {
+    let implied = if defaults.is_none() {
+        default_rules()
+    } else {
+        Vec::new()
+    };
+    let given = custom.into_iter().chain(defaults).flatten();
+    for (r, is_implied) in given
+        .map(|r| (r, false))
+        .chain(implied.iter().map(|r| (r, true)))
+    {
         let name = text_field(r, "name").unwrap_or("(unnamed)").to_string();
-        let (dir, prio, rule) = parse_rule(&cx, &name, r, &mut family)?;
+        let (dir, prio, mut rule) = parse_rule(&cx, &name, r, &mut family, &tags)?;
+        if is_implied {
+            // Not in the file: named, without a line.
+            rule.loc.line = None;
+            rule.loc.name = Some(format!("{name} (Azure default, not in the export)"));
+        }
         if let Some((_, _, other)) = parsed.iter().find(|(d, p, _)| *d == dir && *p == prio) {
             return Err(cx.err(
                 &name,
@@ -130,11 +230,30 @@ pub fn parse(file: &str, text: &str) -> Result<Ruleset, Error> {
     })
 }
 
+/// The service tags that are address sets.
+struct Tags {
+    vnet: Vec<(u128, u128)>,
+    internet: Vec<(u128, u128)>,
+    load_balancer: Vec<(u128, u128)>,
+}
+
+impl Tags {
+    fn ranges(&self, tag: &str) -> Option<&[(u128, u128)]> {
+        Some(match tag.to_ascii_lowercase().as_str() {
+            "virtualnetwork" => &self.vnet,
+            "internet" => &self.internet,
+            "azureloadbalancer" => &self.load_balancer,
+            _ => return None,
+        })
+    }
+}
+
 fn parse_rule(
     cx: &Ctx<'_>,
     name: &str,
     r: &Value,
     family: &mut Family,
+    known_tags: &Tags,
 ) -> Result<(String, u64, Rule), Error> {
     let prio = field(r, "priority")
         .and_then(Value::as_u64)
@@ -255,7 +374,10 @@ fn parse_rule(
                     }
                     ranges.push(net_range(n.trunc()));
                 }
-                None => tags.push(v.clone()),
+                None => match known_tags.ranges(v) {
+                    Some(rs) => ranges.extend_from_slice(rs),
+                    None => tags.push(v.clone()),
+                },
             }
         }
         match (ranges.is_empty(), tags.is_empty()) {

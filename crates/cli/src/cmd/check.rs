@@ -44,6 +44,11 @@ pub struct Args {
     /// With --component, also check rows the documents mark optional.
     #[arg(long)]
     include_optional: bool,
+    /// With --component, a concrete name for a wildcard endpoint (repeatable):
+    /// `--name contoso.servicebus.windows.net` checks it where the map says
+    /// `*.servicebus.windows.net`. Wildcards without a name are listed as skipped.
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
     /// DNS server to ask, IP or IP:port (repeatable; two or more are compared).
     /// Default: the system's resolver.
     #[arg(long = "resolver", value_name = "ADDR")]
@@ -78,6 +83,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     for t in &args.targets {
         targets.push(Target::parse(t)?);
     }
+    let mut skipped = Vec::new();
+    if !args.names.is_empty() && args.components.is_empty() {
+        bail!(
+            "--name gives a concrete name for a wildcard endpoint of --component rows; give --component too"
+        );
+    }
     if !args.components.is_empty() {
         let map = PortMap::builtin()?;
         let hosts = match &args.hosts {
@@ -90,10 +101,31 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             include_optional: args.include_optional,
         };
         map.check_selection(&sel)?;
-        targets.extend(targets_for(&map, hosts.as_ref(), &sel));
+        let found = targets_for(&map, hosts.as_ref(), &sel, &args.names);
+        if let Some(name) = found.unused_names.first() {
+            bail!(
+                "--name {name:?} matches no wildcard endpoint of the selected rows (see `intraport ports --component {}`)",
+                args.components.join(",")
+            );
+        }
+        targets.extend(found.targets);
+        skipped = found.skipped;
+    }
+    for s in &skipped {
+        eprintln!(
+            "intraport: not checked: {} {}:{}: {}",
+            s.row, s.host, s.ports, s.reason
+        );
     }
     if targets.is_empty() {
-        bail!("nothing to check: give targets, or --component with --hosts");
+        bail!(
+            "nothing to check: give targets, or --component with --hosts{}",
+            if skipped.is_empty() {
+                ""
+            } else {
+                " (and --name for its wildcard endpoints)"
+            }
+        );
     }
     let mut resolvers = Vec::new();
     for r in &args.resolvers {
@@ -150,7 +182,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let reports = runtime.block_on(check_all(targets, &opts));
     let ok = reports.iter().all(|r| r.ok);
     match Format::resolve(args.format) {
-        Format::Json => print_json(&serde_json::json!({ "ok": ok, "targets": reports }))?,
+        Format::Json => {
+            print_json(&serde_json::json!({ "ok": ok, "targets": reports, "skipped": skipped }))?
+        }
         Format::Table => out!("{}", check_table(&reports)),
     }
     Ok(if ok { Outcome::Ok } else { Outcome::Failed })

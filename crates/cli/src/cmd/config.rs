@@ -13,9 +13,11 @@ use crate::output::{Format, Outcome, print_json};
 /// `config` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Check a configuration file: unknown keys, types, addresses, CIDRs, certificate
-    /// and key files, listener and provider names, overlapping routes. Exit 0 when
-    /// valid, 1 when not (every error is listed).
+    /// Check a configuration file as `serve` checks it at start (everything but
+    /// binding its sockets): unknown keys, types, addresses (a listener on the admin
+    /// port), CIDRs, every certificate, key, CA and key set file, the audit sinks'
+    /// paths, listener and provider names, overlapping routes, a file without
+    /// listeners. Exit 0 when valid, 1 when not (every error is listed).
     Check(CheckArgs),
 }
 

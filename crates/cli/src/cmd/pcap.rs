@@ -19,7 +19,8 @@ use crate::output::{Format, Outcome, print_json};
     Exit status: 0 no failed handshake, 1 at least one failed handshake\n\
     (alert, reset or FIN before completion, stall), 2 unreadable file.")]
 pub struct Args {
-    /// The capture (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback).
+    /// The capture (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback; GRE,
+    /// VXLAN, Geneve and GTP-U tunnels are looked into).
     file: PathBuf,
     /// Output format (default: table on a terminal, JSON otherwise).
     #[arg(long, value_enum)]
@@ -48,10 +49,26 @@ fn ms(v: Option<f64>) -> String {
 }
 
 fn outcome_cell(c: &Connection) -> String {
-    match &c.alert {
+    let mut cell = match &c.alert {
         Some(a) => format!("alert:{}", a.description),
         None => c.outcome.as_str().to_string(),
+    };
+    for a in &c.warning_alerts {
+        cell.push_str(&format!(" warning:{}", a.description));
     }
+    if c.hello_retry_request {
+        cell.push_str(" hrr");
+    }
+    if c.client_hello.as_ref().is_some_and(|h| h.sslv2_format) {
+        cell.push_str(" sslv2-hello");
+    }
+    if let Some(v) = &c.via {
+        cell.push_str(&format!(" via:{v}"));
+    }
+    if let Some(t) = &c.tunnel {
+        cell.push_str(&format!(" in:{t}"));
+    }
+    cell
 }
 
 fn table(r: &Report, failed_only: bool) -> String {
@@ -110,6 +127,10 @@ fn table(r: &Report, failed_only: bool) -> String {
         r.summary.handshakes,
         r.summary.failed
     ));
+    if !r.tunnels.is_empty() {
+        let t: Vec<String> = r.tunnels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("TCP packets inside tunnels: {}\n", t.join(" ")));
+    }
     for w in &r.warnings {
         match w.packet {
             Some(p) => out.push_str(&format!("warning: packet {p}: {}\n", w.message)),

@@ -94,6 +94,21 @@ pub struct AuditArgs {
     /// With --component, also require flows the documents mark optional.
     #[arg(long, requires = "components")]
     include_optional: bool,
+    /// An address of the host the ruleset runs on, ADDR/PREFIX (repeatable), for
+    /// `-m addrtype` / `fib ... type` matches (LOCAL, BROADCAST, UNICAST). Without
+    /// it the hook decides: on INPUT a unicast destination is this host's, on
+    /// FORWARD it is not; elsewhere such a match stays unknown.
+    #[arg(long = "host-address", value_name = "ADDR/PREFIX")]
+    host_address: Vec<ipnet::IpNet>,
+    /// For NSGs: the virtual network's address space (repeatable), what the
+    /// VirtualNetwork tag stands for (default: 10.0.0.0/8, 172.16.0.0/12,
+    /// 192.168.0.0/16); Internet is everything else.
+    #[arg(long = "vnet-address-space", value_name = "CIDR")]
+    vnet_address_space: Vec<ipnet::IpNet>,
+    /// An interface that faces untrusted networks (repeatable): once given, an
+    /// accept limited to other input interfaces is not called permissive.
+    #[arg(long = "external-interface", value_name = "NAME")]
+    external_interface: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -133,7 +148,12 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<Outcome> {
         Some(InputKind::Nsg) => InputFormat::Nsg,
         None => detect(&text),
     };
-    let ruleset = parse(format, &name, &text)?;
+    let ruleset = match format {
+        InputFormat::Nsg => {
+            intraport_rules::nsg::parse_with(&name, &text, &args.vnet_address_space)?
+        }
+        _ => parse(format, &name, &text)?,
+    };
     let mut flows = match &args.flows {
         Some(path) => {
             let fname = path.display().to_string();
@@ -146,8 +166,15 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<Outcome> {
     if !args.components.is_empty() {
         flows.extend(port_map_flows(&args, format)?);
     }
-    let analysis = Analysis::new(&ruleset);
-    let report = audit_analysis(&analysis, &AuditOptions::default());
+    let host = intraport_rules::addrtype::Host {
+        addresses: args.host_address.clone(),
+    };
+    let analysis = Analysis::with_host(&ruleset, host);
+    let options = AuditOptions {
+        external_interfaces: args.external_interface.clone(),
+        ..AuditOptions::default()
+    };
+    let report = audit_analysis(&analysis, &options);
     let cov = coverage(&analysis, &flows);
     let level = match args.fail_on {
         FailOn::Info => Severity::Info,

@@ -37,6 +37,8 @@ pub struct RawListenerLimits {
     pub header_read_timeout_ms: Option<Spanned<u64>>,
     pub body_timeout_ms: Option<Spanned<u64>>,
     pub idle_timeout_ms: Option<Spanned<u64>>,
+    pub send_timeout_ms: Option<Spanned<u64>>,
+    pub max_upstream_requests_per_source: Option<Spanned<u64>>,
     pub max_header_bytes: Option<Spanned<u64>>,
     pub max_headers: Option<Spanned<u64>>,
     pub max_uri_bytes: Option<Spanned<u64>>,
@@ -97,6 +99,13 @@ pub struct ListenerLimits {
     /// A connection with no request in flight and no byte either way for this long is
     /// closed.
     pub idle_timeout: Duration,
+    /// Longest wait for the client to take the next piece of an answer (the response
+    /// head, then each piece of its body); the connection is closed after, which
+    /// gives back the upstream connections its answers held.
+    pub send_timeout: Duration,
+    /// Forwarded requests one source may hold at once (from forwarding until the
+    /// answer's body has been sent); 429 `upstream_hold_limited` above.
+    pub max_upstream_requests_per_source: usize,
     /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list); 431 above.
     pub max_header_bytes: usize,
     /// Most header fields in an HTTP/1.1 request; 431 above.
@@ -129,6 +138,8 @@ impl Default for ListenerLimits {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
+            send_timeout: Duration::from_secs(30),
+            max_upstream_requests_per_source: 256,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
@@ -263,6 +274,11 @@ pub fn listener_limits(
             ),
             ("body_timeout_ms", raw.body_timeout_ms.is_some()),
             ("idle_timeout_ms", raw.idle_timeout_ms.is_some()),
+            ("send_timeout_ms", raw.send_timeout_ms.is_some()),
+            (
+                "max_upstream_requests_per_source",
+                raw.max_upstream_requests_per_source.is_some(),
+            ),
             ("max_header_bytes", raw.max_header_bytes.is_some()),
             ("max_headers", raw.max_headers.is_some()),
             ("max_uri_bytes", raw.max_uri_bytes.is_some()),
@@ -306,6 +322,17 @@ pub fn listener_limits(
     }
     if let Some(v) = positive(&raw.idle_timeout_ms, path, "idle_timeout_ms", d) {
         l.idle_timeout = ms(v);
+    }
+    if let Some(v) = positive(&raw.send_timeout_ms, path, "send_timeout_ms", d) {
+        l.send_timeout = ms(v);
+    }
+    if let Some(v) = positive(
+        &raw.max_upstream_requests_per_source,
+        path,
+        "max_upstream_requests_per_source",
+        d,
+    ) {
+        l.max_upstream_requests_per_source = usize_of(v);
     }
     if let Some(s) = &raw.max_header_bytes {
         // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.

@@ -4,7 +4,15 @@
 //! column and field path: unknown keys, wrong types, bad addresses and CIDRs,
 //! unreadable or mismatched certificates, unknown listener and provider names,
 //! overlapping routes, and combinations that cannot work (a TLS listener without a
-//! certificate, a route needing a client certificate on a listener that asks for none).
+//! certificate, a route needing a client certificate on a listener that asks for none,
+//! a file without listeners, a listener on the admin listener's port).
+//!
+//! It is the one validation of `config check`, start-up and reload: what the gateway
+//! builds at start and could fail on is built here once too (TLS acceptors, upstream
+//! clients, identity-provider clients), and every file named is looked at on its own
+//! (audit sinks' files through [`intraport_audit::AuditConfig::check_files`], which
+//! creates nothing), so that one run reports every missing file and a file that
+//! passes can fail at start only to bind its sockets.
 //!
 //! String values may refer to the environment: `${NAME}` (an error when unset or
 //! empty) or `${NAME:-default}`; `$$` is a literal `$`.
@@ -175,6 +183,9 @@ pub struct Listener {
     pub trusted_proxies: CidrSet,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// The listen queue: connections the kernel completes before the gateway accepts
+    /// them (capped by the kernel's `net.core.somaxconn`).
+    pub backlog: u32,
     /// Connection, slow-client, size, HTTP/2 and rate limits.
     pub limits: ListenerLimits,
     /// Its routes.
@@ -318,7 +329,16 @@ fn build(text: &str, base: &Path, file: Option<&Path>) -> Result<Config, Vec<Con
     };
 
     let providers = providers(&root, base, &mut d);
-    let mut listeners = listeners(&root, base, &mut d);
+    let mut listeners = listeners(&root, base, admin_listen, &mut d);
+    if !root.contains_key("listener") {
+        // An empty or truncated file, most likely: serving it would close every
+        // listener (on a reload) or serve nothing (at start).
+        d.at(
+            None,
+            "listener",
+            "no [[listener]]: the gateway would serve nothing (is the file empty or cut short?); define at least one listener and its routes",
+        );
+    }
     routes(&root, base, &providers, &mut listeners, &mut d);
 
     let mut built = Vec::new();
@@ -370,34 +390,48 @@ fn audit(
     if c.sinks.is_empty() {
         return None;
     }
+    // Point at what the error names (`audit.sink[1].address`, `audit.spool_dir`),
+    // else at the table.
+    let report = |e: intraport_audit::Error, d: &mut Diagnostics<'_>| -> String {
+        let message = e.to_string();
+        let (field, msg) = match e {
+            intraport_audit::Error::Config { field, message } => (field, message),
+            _ => ("audit".to_string(), message),
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            d.at(Some(v.span()), field.clone(), msg);
+            return field;
+        };
+        let span = match field.strip_prefix("audit.sink[") {
+            Some(r) => r.split_once(']').and_then(|(i, rest)| {
+                let i: usize = i.parse().ok()?;
+                let DeValue::Array(sinks) = t.get("sink")?.get_ref() else {
+                    return None;
+                };
+                let elem = sinks.get(i)?;
+                let key = rest.trim_start_matches('.');
+                Some(span_of(elem, key.split('.').next().unwrap_or("")))
+            }),
+            None => field
+                .strip_prefix("audit.")
+                .and_then(|k| t.get(k))
+                .map(Spanned::span),
+        };
+        d.at(Some(span.unwrap_or_else(|| v.span())), field.clone(), msg);
+        field
+    };
+    // Every file first (all of them are reported), then the rest, which stops at its
+    // first problem: not reported again when it is about a file already named.
+    let files: Vec<String> = c.check_files().into_iter().map(|e| report(e, d)).collect();
     match c.check() {
-        Ok(_) => Some(c),
+        Ok(_) if files.is_empty() => Some(c),
+        Ok(_) => None,
         Err(e) => {
-            // Point at the sink the error names (`audit.sink[1].address`), else the table.
-            let message = e.to_string();
-            let (field, msg) = match &e {
-                intraport_audit::Error::Config { field, message } => {
-                    (field.clone(), message.clone())
-                }
-                _ => ("audit".to_string(), message),
-            };
-            let span = field
-                .strip_prefix("audit.sink[")
-                .and_then(|r| r.split_once(']'))
-                .and_then(|(i, rest)| {
-                    let i: usize = i.parse().ok()?;
-                    let DeValue::Table(t) = v.get_ref() else {
-                        return None;
-                    };
-                    let DeValue::Array(sinks) = t.get("sink")?.get_ref() else {
-                        return None;
-                    };
-                    let elem = sinks.get(i)?;
-                    let key = rest.trim_start_matches('.');
-                    Some(span_of(elem, key.split('.').next().unwrap_or("")))
-                })
-                .unwrap_or_else(|| v.span());
-            d.at(Some(span), field, msg);
+            let same =
+                matches!(&e, intraport_audit::Error::Config { field, .. } if files.contains(field));
+            if !same {
+                report(e, d);
+            }
             None
         }
     }
@@ -473,21 +507,60 @@ fn providers(
                 format!("provider `{}` is defined twice", settings.name),
             );
         }
-        match settings.to_config(base) {
-            Ok(config) => out.push(Some(ProviderSpec {
+        // The files first, each on its own: every missing one is reported in one run.
+        let before = d.errors.len();
+        let mut checked = settings.clone();
+        if let Some(ca) = &settings.ca_file {
+            if let Err(e) = readable("CA file", &resolve(base, ca)) {
+                d.at(Some(span_of(elem, "ca_file")), join(&path, "ca_file"), e);
+                checked.ca_file = None;
+            }
+        }
+        if let Some(jwks) = settings.jwks.as_deref().filter(|j| !is_url(j)) {
+            let file = resolve(base, jwks);
+            let algorithms = if settings.algorithms.is_empty() {
+                vec![intraport_token::Algorithm::RS256]
+            } else {
+                settings.algorithms.clone()
+            };
+            // Read and parsed as the provider will at its first load: a key set file
+            // that cannot serve is refused now rather than found unready later.
+            let parsed = std::fs::read(&file)
+                .map_err(|e| format!("cannot read key set file {}: {e}", file.display()))
+                .and_then(|bytes| {
+                    intraport_token::KeySet::from_json(&bytes, &algorithms)
+                        .map_err(|e| format!("key set file {}: {e}", file.display()))
+                });
+            if let Err(e) = parsed {
+                d.at(Some(span_of(elem, "jwks")), join(&path, "jwks"), e);
+            }
+        }
+        // Then the settings, and the provider the gateway would create from them.
+        let built = checked
+            .to_config(base)
+            .and_then(|config| intraport_token::Provider::new(config.clone()).map(|_| config));
+        match built {
+            Ok(config) if d.errors.len() == before => out.push(Some(ProviderSpec {
                 name: settings.name.clone(),
                 config,
                 // ProviderSettings has no PartialEq; its Debug form names every
                 // setting, after environment expansion, so it serves as a fingerprint.
                 fingerprint: format!("{settings:?}@{}", base.display()),
             })),
+            Ok(_) => out.push(None),
             Err(e) => {
                 let (field, message) = match &e {
                     SetupError::Config { field, message } => (*field, message.clone()),
                     other => ("", other.to_string()),
                 };
-                // `field` may list alternatives ("authority/tenant, discovery, issuer").
-                let key = field
+                // `field` may list alternatives ("authority/tenant, discovery, issuer"),
+                // and the provider's own names differ from the file's in two places.
+                let key = match field {
+                    "ca" => "ca_file",
+                    "tenants" => "allowed_tenants",
+                    f => f,
+                };
+                let key = key
                     .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .find(|k| matches!(elem.get_ref(), DeValue::Table(t) if t.contains_key(*k)))
                     .unwrap_or("");
@@ -512,6 +585,15 @@ fn providers(
     out
 }
 
+/// A listener's listen queue unless it says otherwise.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// The largest listen queue accepted (the kernel caps it lower still).
+const MAX_BACKLOG: u32 = 65_535;
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
 /// A listener being built: routes are added as they are read.
 struct PendingListener {
     name: String,
@@ -520,6 +602,7 @@ struct PendingListener {
     tls: Option<TlsSpec>,
     trusted_proxies: CidrSet,
     handshake_timeout: Duration,
+    backlog: u32,
     limits: ListenerLimits,
     span: Range<usize>,
     path: String,
@@ -536,28 +619,40 @@ struct PendingListener {
     tcp: Vec<Arc<TcpRoute>>,
 }
 
+/// The names and addresses the listeners read so far hold, and the admin address.
+struct Taken {
+    names: HashSet<String>,
+    addrs: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+}
+
+/// Whether two listening sockets would fight over one port: the same address, or a
+/// wildcard beside any address of its family (`[::]` also takes IPv4, as Linux binds
+/// it by default). Port 0 (the system picks) never collides.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |w: SocketAddr, o: SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4());
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
 fn listeners(
     root: &DeTable<'_>,
     base: &Path,
+    admin: Option<SocketAddr>,
     d: &mut Diagnostics<'_>,
 ) -> Vec<Option<PendingListener>> {
     let mut out = Vec::new();
-    let mut names = HashSet::new();
-    let mut addrs = HashSet::new();
+    let mut taken = Taken {
+        names: HashSet::new(),
+        addrs: Vec::new(),
+        admin,
+    };
     for (path, elem) in elements(root, "listener") {
         let Some(raw) = typed::<RawListener>(elem, &path, d) else {
             out.push(None);
             continue;
         };
-        out.push(listener(
-            raw,
-            &path,
-            elem.span(),
-            base,
-            &mut names,
-            &mut addrs,
-            d,
-        ));
+        out.push(listener(raw, &path, elem.span(), base, &mut taken, d));
     }
     out
 }
@@ -567,10 +662,15 @@ fn listener(
     path: &str,
     span: Range<usize>,
     base: &Path,
-    names: &mut HashSet<String>,
-    addrs: &mut HashSet<SocketAddr>,
+    taken: &mut Taken,
     d: &mut Diagnostics<'_>,
 ) -> Option<PendingListener> {
+    let Taken {
+        names,
+        addrs,
+        admin,
+    } = taken;
+    let admin = *admin;
     if !names.insert(raw.name.get_ref().clone()) {
         d.at_value(
             &raw.name,
@@ -580,13 +680,23 @@ fn listener(
     }
     let listen = parse_addr(&raw.listen, &join(path, "listen"), d);
     if let Some(a) = listen {
-        if !addrs.insert(a) && a.port() != 0 {
+        if admin.is_some_and(|b| same_socket(a, b)) {
             d.at_value(
                 &raw.listen,
                 join(path, "listen"),
-                format!("another listener already listens on {a}"),
+                format!(
+                    "the admin listener (admin.listen) is on {}: a listener cannot bind the same port",
+                    admin.map_or_else(String::new, |b| b.to_string())
+                ),
+            );
+        } else if let Some((other, b)) = addrs.iter().find(|(_, b)| same_socket(a, *b)) {
+            d.at_value(
+                &raw.listen,
+                join(path, "listen"),
+                format!("listener `{other}` already listens on {b}: both cannot bind {a}"),
             );
         }
+        addrs.push((raw.name.get_ref().clone(), a));
     }
     let protocol = match raw.protocol.get_ref().as_str() {
         "https" => Some(Protocol::Https),
@@ -622,7 +732,8 @@ fn listener(
             ));
             None
         }
-        (_, Some(t)) => tls_spec(t.get_ref(), &join(path, "tls"), base, d),
+        (Some(p), Some(t)) => tls_spec(t.get_ref(), &join(path, "tls"), base, p.is_http(), d),
+        (None, Some(t)) => tls_spec(t.get_ref(), &join(path, "tls"), base, true, d),
         _ => None,
     };
     let mut nets = Vec::new();
@@ -640,6 +751,22 @@ fn listener(
         );
     }
     let tls_failed = protocol.is_some_and(Protocol::is_tls) && tls.is_none();
+    let backlog = match &raw.backlog {
+        None => DEFAULT_BACKLOG,
+        Some(b) => match u32::try_from(*b.get_ref()) {
+            Ok(n @ 1..=MAX_BACKLOG) => n,
+            _ => {
+                d.at_value(
+                    b,
+                    join(path, "backlog"),
+                    format!(
+                        "expected 1 to {MAX_BACKLOG} (the kernel caps it at net.core.somaxconn)"
+                    ),
+                );
+                DEFAULT_BACKLOG
+            }
+        },
+    };
     let limits = limits::listener_limits(
         raw.limits.as_ref(),
         path,
@@ -655,6 +782,7 @@ fn listener(
         tls,
         trusted_proxies: CidrSet::new(nets),
         handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.unwrap_or(10_000)),
+        backlog,
         limits,
         span,
         path: path.to_string(),
@@ -667,28 +795,36 @@ fn listener(
     })
 }
 
-fn tls_spec(t: &RawTls, path: &str, base: &Path, d: &mut Diagnostics<'_>) -> Option<TlsSpec> {
+/// Whether a file the configuration names can be read, as an error naming `what`.
+fn readable(what: &str, p: &Path) -> Result<(), String> {
+    std::fs::File::open(p)
+        .and_then(|f| f.metadata())
+        .and_then(|m| {
+            if m.is_dir() {
+                Err(std::io::Error::other("is a directory"))
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| format!("cannot read {what} {}: {e}", p.display()))
+}
+
+fn tls_spec(
+    t: &RawTls,
+    path: &str,
+    base: &Path,
+    http: bool,
+    d: &mut Diagnostics<'_>,
+) -> Option<TlsSpec> {
     let before = d.errors.len();
     let cert = resolve(base, t.cert.get_ref());
     let key = resolve(base, t.key.get_ref());
-    if let Err(e) = tls::load_certified_key(&cert, &key) {
-        let at = if e.contains("private key") {
-            &t.key
-        } else {
-            &t.cert
-        };
-        d.at_value(
-            at,
-            join(
-                path,
-                if e.contains("private key") {
-                    "key"
-                } else {
-                    "cert"
-                },
-            ),
-            e,
-        );
+    // Each file on its own, so that a missing certificate does not hide a missing key.
+    if let Err(e) = readable("certificate", &cert) {
+        d.at_value(&t.cert, join(path, "cert"), e);
+    }
+    if let Err(e) = readable("private key", &key) {
+        d.at_value(&t.key, join(path, "key"), e);
     }
     let tls13_only = match t.min_version.as_ref().map(|v| v.get_ref().as_str()) {
         None | Some("1.2") => false,
@@ -742,14 +878,27 @@ fn tls_spec(t: &RawTls, path: &str, base: &Path, d: &mut Diagnostics<'_>) -> Opt
     if d.errors.len() > before {
         return None;
     }
-    Some(TlsSpec {
+    let spec = TlsSpec {
         cert,
         key,
         tls13_only,
         client_ca,
         client_cert,
         reload_interval: Duration::from_secs(t.reload_interval_seconds.unwrap_or(5).max(1)),
-    })
+    };
+    // What the gateway builds at start and reload, built here once to see it works.
+    if let Err(e) = tls::acceptor(&spec, http) {
+        let (at, field) = if e.contains("private key") {
+            (&t.key, "key")
+        } else if e.contains("client CA") {
+            (t.client_ca.as_ref().unwrap_or(&t.cert), "client_ca")
+        } else {
+            (&t.cert, "cert")
+        };
+        d.at_value(at, join(path, field), e);
+        return None;
+    }
+    Some(spec)
 }
 
 fn routes(
@@ -875,6 +1024,7 @@ fn route(
                 .path_prefix
                 .as_ref()
                 .map_or_else(|| "/".to_string(), |p| p.get_ref().clone()),
+            case_sensitive: raw.case_sensitive.unwrap_or(false),
             value: (),
             name: name.clone(),
         });
@@ -1094,9 +1244,14 @@ fn route(
             allow_acl_tokens: raw.allow_acl_tokens.unwrap_or(false),
             limits: route_limits,
         });
+        if let Err(e) = crate::upstream::check(&r) {
+            d.at_value(&raw.upstream, join(path, "upstream"), e);
+            return;
+        }
         listener.http.push(RouteEntry {
             hosts,
             path_prefix: prefix,
+            case_sensitive: raw.case_sensitive.unwrap_or(false),
             value: r,
             name: name.clone(),
         });
@@ -1104,6 +1259,7 @@ fn route(
         for (field, present) in [
             ("hosts", !raw.hosts.is_empty()),
             ("path_prefix", raw.path_prefix.is_some()),
+            ("case_sensitive", raw.case_sensitive.is_some()),
             ("upstream_ca", raw.upstream_ca.is_some()),
             ("response_timeout_ms", raw.response_timeout_ms.is_some()),
             ("strip_authorization", raw.strip_authorization.is_some()),
@@ -1189,6 +1345,7 @@ fn finish_listener(l: PendingListener, d: &mut Diagnostics<'_>) -> Option<Listen
         tls: l.tls,
         trusted_proxies: l.trusted_proxies,
         handshake_timeout: l.handshake_timeout,
+        backlog: l.backlog,
         limits: l.limits,
         routes,
     })

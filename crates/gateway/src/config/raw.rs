@@ -37,6 +37,7 @@ pub struct RawListener {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub handshake_timeout_ms: Option<u64>,
+    pub backlog: Option<Spanned<u64>>,
     pub limits: Option<Spanned<RawListenerLimits>>,
 }
 
@@ -61,6 +62,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub hosts: Vec<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
+    pub case_sensitive: Option<bool>,
     pub upstream: Spanned<String>,
     pub upstream_ca: Option<Spanned<String>>,
     pub connect_timeout_ms: Option<u64>,

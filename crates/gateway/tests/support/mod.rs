@@ -4,6 +4,7 @@
 pub mod env;
 pub mod mint;
 pub mod pki;
+pub mod real;
 pub mod upstream;
 
 use std::sync::Arc;

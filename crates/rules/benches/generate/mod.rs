@@ -1,8 +1,12 @@
 //! Generated iptables-save rulesets shaped like a large edge/host firewall, for the
 //! benchmark (`benches/audit.rs`) and the at-scale correctness test
-//! (`tests/scale.rs`). Deterministic: the same `n` gives the same text.
+//! (`tests/scale.rs`). Deterministic: the same `n` gives the same text. This one is
+//! a flat list over a few zone chains; `host` writes the chain layouts of real
+//! hosts (ufw, Docker, kube-proxy, fail2ban).
 
 use std::fmt::Write;
+
+pub mod host;
 
 /// A small linear congruential generator: deterministic input without a dependency.
 struct Lcg(u64);

@@ -3,6 +3,8 @@
 //! and shares no code with the box algebra.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use intraport_rules::model::{Packet, RuleId, Ruleset, Target, Verdict};
 
 /// The verdict for `p` entering base chain `chain` of table `table`, and the
