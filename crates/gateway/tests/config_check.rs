@@ -197,8 +197,7 @@ fn allow_acl_tokens_is_an_http_route_option() {
     let pki = Pki::new();
     let text = r#"[[provider]]
 name = "entra"
-issuer = "https://login.microsoftonline.com/7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b/v2.0"
-jwks = "keys.json"
+tenant = "7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
 audiences = ["api://a"]
 
 [[listener]]
