@@ -1,12 +1,15 @@
 //! TLS handshake analysis of packet captures: the engine of `intraport pcap`.
 //!
 //! Reads a pcap or pcapng file (link types Ethernet, Linux cooked SLL/SLL2 as
-//! written by `tcpdump -i any`, raw IP, BSD loopback), reassembles each TCP
+//! written by `tcpdump -i any`, raw IP, BSD loopback; inside GRE, VXLAN, Geneve,
+//! GTP-U and IP-in-IP tunnels too), reassembles each TCP
 //! direction far enough to parse TLS handshake records split across segments
 //! (out-of-order and retransmitted segments included), and reports per connection
 //! what the client offered, what the server chose, how long it took and how it
 //! ended: completed, an alert (with its description), a reset or FIN before the
-//! ServerHello, a stall, or not TLS at all. See [`Outcome`].
+//! ServerHello, a stall, or not TLS at all. See [`Outcome`]. TLS that starts after
+//! an HTTP CONNECT, a SOCKS5 exchange or a STARTTLS upgrade is found and analysed
+//! the same way, the wrapper named ([`Connection::via`]).
 //!
 //! It is built to be pointed at captures from a broken network: malformed, truncated
 //! and non-TLS traffic produces [`Warning`]s (with packet numbers) and the analysis

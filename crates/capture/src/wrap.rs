@@ -460,6 +460,35 @@ mod tests {
     }
 
     #[test]
+    fn imap_pop3_and_a_refused_proxy() {
+        let mut c = Preamble::default();
+        let b = b"a1 CAPABILITY\r\na2 STARTTLS\r\n\x16\x03\x01";
+        assert_eq!(c.scan(b, true), Step::Tls(b.len() - 3));
+        assert_eq!(c.via(), Some(Via::ImapStarttls));
+        let mut s = Preamble::default();
+        let b = b"+OK POP3 ready\r\n+OK\r\n\x16\x03\x03";
+        assert_eq!(s.scan(b, false), Step::Tls(b.len() - 3));
+        assert_eq!(s.via(), Some(Via::Pop3Stls));
+        let mut c = Preamble::default();
+        let b = b"CAPA\r\nSTLS\r\n\x16\x03\x01";
+        assert_eq!(c.scan(b, true), Step::Tls(b.len() - 3));
+        assert_eq!(c.via(), Some(Via::Pop3Stls));
+        let mut s = Preamble::default();
+        assert_eq!(
+            s.scan(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", false),
+            Step::More
+        );
+        assert!(s.refusal.as_deref().unwrap().contains("407"));
+        // An LDAP server refusing StartTLS (resultCode 2, protocolError).
+        let mut s = Preamble::default();
+        let resp = [
+            0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x02, 0x04, 0x00, 0x04, 0x00,
+        ];
+        assert_eq!(s.scan(&resp, false), Step::More);
+        assert!(s.refusal.as_deref().unwrap().contains("resultCode 2"));
+    }
+
+    #[test]
     fn plain_text_that_opens_no_wrapper_is_not_tls() {
         let mut p = Preamble::default();
         assert!(matches!(

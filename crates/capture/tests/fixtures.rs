@@ -477,7 +477,7 @@ fn outer_gre(payload: &[u8]) -> Vec<u8> {
 /// GRE (as Linux `gretap` sends: key present), VXLAN, Geneve (with an option) and
 /// GTP-U (with a sequence number and an extension header) around the real frames
 /// give the verdicts of the plain capture. The kernel here has VXLAN only
-/// (`tests/tunnels.rs` records that for real); the others are written from the
+/// (`tests/real_peers.rs` records that for real); the others are written from the
 /// RFCs' and TS 29.281's header layouts.
 #[test]
 fn tunnels_are_looked_into() {

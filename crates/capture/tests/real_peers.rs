@@ -600,3 +600,145 @@ fn smtp_and_ldap_starttls() {
         agree(c, &shark);
     }
 }
+
+/// Two network namespaces joined by a veth pair, deleted when dropped.
+struct Netns {
+    names: [String; 2],
+}
+
+impl Netns {
+    fn ip(args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn exec(&self, i: usize, cmd: &str) -> bool {
+        let mut args = vec!["netns", "exec", &self.names[i]];
+        args.extend(cmd.split(' '));
+        Netns::ip(&args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            Netns::ip(&["netns", "del", n]);
+        }
+    }
+}
+
+/// A real VXLAN tunnel between two network namespaces (veth underlay
+/// 10.77.0.0/24, tunnel 10.78.0.0/24, VNI 42, port 4789); TLS 1.3 between
+/// `openssl s_server` and `s_client` over it, captured on the underlay, where every
+/// TCP packet is inside VXLAN. (GRE and Geneve need kernel modules this machine
+/// does not have, and no tool here makes GTP-U: `fixtures.rs` wraps real frames in
+/// those.)
+#[test]
+fn tls_inside_a_real_vxlan_tunnel() {
+    let pid = std::process::id();
+    let ns = Netns {
+        names: [format!("ipcap-a-{pid}"), format!("ipcap-b-{pid}")],
+    };
+    let (va, vb) = (
+        format!("ipva{}", pid % 10_000),
+        format!("ipvb{}", pid % 10_000),
+    );
+    let made = Netns::ip(&["netns", "add", &ns.names[0]])
+        && Netns::ip(&["netns", "add", &ns.names[1]])
+        && Netns::ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+        && Netns::ip(&["link", "set", &va, "netns", &ns.names[0]])
+        && Netns::ip(&["link", "set", &vb, "netns", &ns.names[1]]);
+    assert!(made, "network namespaces and a veth pair need root");
+    for (i, dev, me, peer) in [(0, &va, 1, 2), (1, &vb, 2, 1)] {
+        let steps = [
+            "ip link set lo up".to_string(),
+            format!("ip addr add 10.77.0.{me}/24 dev {dev}"),
+            format!("ip link set {dev} up"),
+        ];
+        for s in &steps {
+            assert!(ns.exec(i, s), "{s}");
+        }
+        let vxlan = format!(
+            "ip link add vx0 type vxlan id 42 local 10.77.0.{me} remote 10.77.0.{peer} dstport 4789 dev {dev}"
+        );
+        if !ns.exec(i, &vxlan) {
+            eprintln!("SKIPPED: this kernel cannot make a VXLAN device");
+            return;
+        }
+        for s in [
+            format!("ip addr add 10.78.0.{me}/24 dev vx0"),
+            "ip link set vx0 up".to_string(),
+        ] {
+            assert!(ns.exec(i, &s), "{s}");
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = pem_identity(tmp.path(), "known.test");
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &ns.names[1], "openssl", "s_server"])
+        .args(["-accept", "10.78.0.2:0", "-www", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut server);
+    let port: u16 = wait_line(&rx, "openssl s_server in a namespace", |l| {
+        l.strip_prefix("ACCEPT ")
+            .and_then(|a| a.rsplit(':').next()?.parse().ok())
+    });
+    std::thread::spawn(move || for _ in rx {});
+    let _server = Proc(server);
+    let dump = Tcpdump::start_in(
+        Some(&ns.names[0]),
+        &va,
+        &tmp.path().join("underlay.pcap"),
+        "udp port 4789",
+    );
+    let connect = |name: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.names[0], "openssl", "s_client"])
+            .args([
+                "-connect",
+                &format!("10.78.0.2:{port}"),
+                "-servername",
+                name,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("TLSv1.3"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    connect("first.test");
+    // A second connection after the first: once it is in the file, all of the
+    // first is.
+    connect("sentinel.test");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !analyze_file(&dump.file).is_ok_and(|r| r.connections.len() >= 2) {
+        assert!(Instant::now() < deadline, "the capture never held both");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let file = dump.stop();
+    let report = analyze_file(&file).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.tunnels.get("vxlan"), Some(&report.tcp_packets));
+    let c = &report.connections[0];
+    assert_eq!(c.sni.as_deref(), Some("first.test"));
+    assert_eq!(c.outcome, Outcome::Completed, "{c:#?}");
+    assert_eq!(c.tunnel.as_deref(), Some("vxlan"));
+    assert_eq!(c.server, format!("10.78.0.2:{port}"));
+    assert_eq!(c.version.as_deref(), Some("TLSv1.3"));
+    // tshark decodes VXLAN on its port and TLS inside it.
+    let shark = tshark(&file, &[port], &[(port, "tls")]);
+    agree(c, &shark);
+}

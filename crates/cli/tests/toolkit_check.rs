@@ -132,3 +132,19 @@ fn bad_targets_and_files_exit_2() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("none.pem"), "{}", stderr(&out));
 }
+
+#[test]
+fn wildcard_endpoints_are_named_as_skipped_and_take_a_name() {
+    // The pta rows list *.msappproxy.net and *.servicebus.windows.net: a name that
+    // no wildcard covers is a usage error, not a silent no-op.
+    let out = intraport(&["check", "--component", "pta", "--name", "dc1.corp.example"]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--name \"dc1.corp.example\" matches no wildcard endpoint"),
+        "{err}"
+    );
+    let out = intraport(&["check", "--name", "x.servicebus.windows.net"]);
+    assert_exit(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --component too"));
+}

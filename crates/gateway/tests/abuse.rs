@@ -785,14 +785,17 @@ async fn counting_idp(jwks: String) -> (SocketAddr, Arc<std::sync::atomic::Atomi
     (addr, count)
 }
 
-/// Tokens naming 30 key ids the provider never published, each of which would make
-/// a provider without a cool-down fetch again: with the global ceiling the identity
+/// Tokens naming 30 key ids the provider never published (signed with a key it does
+/// not hold either, so that trying its published keys does not verify them), each of
+/// which would make a provider without a cool-down fetch again: with the global ceiling the identity
 /// provider sees at most the ceiling's fetches; without it, one per token.
 #[tokio::test]
 async fn the_global_ceiling_bounds_identity_provider_fetches_whatever_the_traffic() {
     let pki = Pki::new();
     let minter = Minter::new(&pki.dir);
     let jwks = std::fs::read_to_string(&minter.jwks_path).unwrap();
+    let elsewhere = Pki::new();
+    let stranger = Minter::new(&elsewhere.dir);
     let up = upstream::http1().await;
     let mut fetched = Vec::new();
     for ceiling in [3, 0] {
@@ -841,7 +844,7 @@ allow = ["127.0.0.0/8"]
         let api = format!("http://{}/api", gw.listener_addr("plain").await.unwrap());
         let c = client_from("127.0.0.1");
         for i in 0..30 {
-            let token = minter.sign(
+            let token = stranger.sign(
                 &serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": format!("rotated-{i}")}),
                 &minter.claims(),
             );

@@ -195,9 +195,12 @@ allow = ["::/0"]
 #[test]
 fn allow_acl_tokens_is_an_http_route_option() {
     let pki = Pki::new();
+    // The key set file is read and parsed by the check: a real one, `jwks.json`.
+    support::mint::Minter::new(&pki.dir);
     let text = r#"[[provider]]
 name = "entra"
-tenant = "7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
+issuer = "https://login.microsoftonline.com/7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b/v2.0"
+jwks = "jwks.json"
 audiences = ["api://a"]
 
 [[listener]]

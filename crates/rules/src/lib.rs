@@ -9,9 +9,14 @@
 //! finding carries an example packet. Matches it does not model make a rule an
 //! "unknown subset", which never serves as proof.
 //!
+//! Beyond plain matches it models nftables verdict maps written in the rule,
+//! address types (`-m addrtype`, `fib ... type`: [`addrtype`]), REJECT replies,
+//! every IANA protocol name ([`protocols`]), and Azure's default NSG rules and
+//! address-set service tags ([`nsg`]).
+//!
 //! It is not a firewall manager: it never changes rules, and it does not model
-//! packet mangling, rate limits, sets/maps of nftables beyond literal values, or
-//! the interplay of several nftables base chains on one hook.
+//! packet mangling, rate limits, named sets/maps of nftables, or the interplay of
+//! several nftables base chains on one hook.
 
 pub mod addrtype;
 pub mod analysis;

@@ -20,7 +20,21 @@ pub struct Tcpdump {
 impl Tcpdump {
     /// Start `tcpdump -i IFACE -U -w FILE FILTER` and wait until it says it listens.
     pub fn start(iface: &str, file: &Path, filter: &str) -> Tcpdump {
-        let mut child = Command::new("tcpdump")
+        Tcpdump::start_in(None, iface, file, filter)
+    }
+
+    /// The same in network namespace `netns` (`ip netns exec` execs tcpdump, so the
+    /// process is tcpdump itself).
+    pub fn start_in(netns: Option<&str>, iface: &str, file: &Path, filter: &str) -> Tcpdump {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "tcpdump"]);
+                c
+            }
+            None => Command::new("tcpdump"),
+        };
+        let mut child = cmd
             // Immediate mode hands each packet over at once, and then libpcap uses a
             // ring of snap-length-sized frames: the default 2 MiB buffer holds only
             // 8 of them, so give it 64 MiB or packets are dropped under a burst.
