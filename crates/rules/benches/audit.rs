@@ -1,5 +1,7 @@
 //! Audit time for generated rulesets of 1k, 10k and 50k rules (iptables-save text
-//! with filter and nat tables; see `generate/mod.rs` for the mix). `parse` is the
+//! with filter and nat tables; see `generate/mod.rs` for the mix), and for the
+//! real-shaped rulesets of `generate/host.rs` (1k and 10k rules; the 100k figure
+//! comes from `examples/audit-file.rs`, see the README). `parse` is the
 //! text to model, `audit` the whole analysis (compile, shadowing, redundancy, NAT
 //! overlap, permissive rules). Single-threaded: the audit uses one core.
 //!
@@ -33,6 +35,21 @@ fn bench(c: &mut Criterion) {
             report.findings.len()
         );
         group.bench_with_input(BenchmarkId::new("audit", n), &rs, |b, rs| {
+            b.iter(|| audit(black_box(rs), &AuditOptions::default()))
+        });
+    }
+    // The shapes of real hosts (`generate/host.rs`: ufw, Docker, kube-proxy and
+    // fail2ban chains), as iptables-save dumps them.
+    for n in [1_000, 10_000] {
+        let text = generate::host::host(n, 1);
+        let rs = parse(InputFormat::Iptables, "host.rules", &text).unwrap();
+        let report = audit(&rs, &AuditOptions::default());
+        eprintln!(
+            "host {n} rules: {} rules parsed, {} findings",
+            report.stats.rules,
+            report.findings.len()
+        );
+        group.bench_with_input(BenchmarkId::new("audit-host", n), &rs, |b, rs| {
             b.iter(|| audit(black_box(rs), &AuditOptions::default()))
         });
     }

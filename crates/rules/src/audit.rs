@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::analysis::{Action, Analysis, FlatChain, Part};
 use crate::index::Index;
 use crate::model::{Field, Location, Packet, RuleId, Ruleset, TableKind, Target, Values, Verdict};
-use crate::space::Space;
+use crate::space::{Found, GaveUp, Residue, Space};
 
 /// How much a finding matters; `--fail-on` compares against this.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -72,6 +72,8 @@ pub enum Kind {
     UnknownMatch,
     /// A table parsed but not analysed (mangle, raw, ...).
     NotAnalysed,
+    /// A question about a rule the analysis left open at its bound.
+    NotDecided,
 }
 
 impl fmt::Display for Kind {
@@ -154,6 +156,12 @@ pub struct AuditOptions {
     /// Interfaces that face untrusted networks: an accept limited to other input
     /// interfaces (loopback, a container bridge, a LAN) is not called permissive.
     pub external_interfaces: Vec<String>,
+    /// Most boxes a rule's reaching set is held as; past that its remaining
+    /// subtractions are decided by search (`space::Residue`).
+    pub max_boxes: usize,
+    /// Box comparisons the searches about one rule may make; a question left open
+    /// when they run out is reported `not-decided`, never guessed.
+    pub search_budget: u64,
 }
 
 impl Default for AuditOptions {
@@ -195,6 +203,8 @@ impl Default for AuditOptions {
             sensitive_ports,
             max_correlated_per_rule: 3,
             external_interfaces: Vec::new(),
+            max_boxes: 256,
+            search_budget: 20_000_000,
         }
     }
 }
@@ -412,16 +422,25 @@ fn chain_findings(
     // Per rule: occurrences reached, and the removable findings of those.
     let mut removals: BTreeMap<RuleId, (usize, Vec<Finding>)> = BTreeMap::new();
     let nat = chain.kind == TableKind::Nat;
+    let mut open = OpenQuestions::default();
     for (i, r) in rules.iter().enumerate() {
-        let mut upper = r.space.clone();
-        let mut lower = if r.exact {
-            r.space.clone()
-        } else {
-            Space::empty()
-        };
+        let cap = opts.max_boxes;
+        let mut budget = opts.search_budget;
+        // What reaches the rule: `upper` less the exact earlier decisions (a
+        // superset), `lower` less all of them (a subset).
+        let mut upper = Residue::new(r.space.clone(), cap);
+        let mut lower = Residue::new(
+            if r.exact {
+                r.space.clone()
+            } else {
+                Space::empty()
+            },
+            cap,
+        );
         let mut covering: Vec<usize> = Vec::new();
         let mut correlated: Vec<(usize, Space)> = Vec::new();
-        for j in index.candidates(i, 0..i) {
+        let candidates = index.candidates(i, 0..i);
+        for &j in &candidates {
             let e = &rules[j];
             let Action::Decide(vj) = &e.action else {
                 continue;
@@ -429,31 +448,61 @@ fn chain_findings(
             if upper.is_empty() && lower.is_empty() {
                 break;
             }
-            if e.exact && upper.overlaps(&e.space) {
-                covering.push(j);
+            // Held as boxes, the overlap is a test; past the bound the covering
+            // rules are found again below, only if the rule is dead.
+            let hit = upper.exact().map(|u| u.overlaps(&e.space));
+            if e.exact && hit != Some(false) {
+                if hit == Some(true) {
+                    covering.push(j);
+                }
                 if let Action::Decide(vi) = &r.action
                     && vi != vj
                     && r.exact
-                    && lower.overlaps(&e.space)
                     && correlated.len() < opts.max_correlated_per_rule
                     && !e.space.is_subset_of(&r.space)
                     && !r.space.is_subset_of(&e.space)
                 {
-                    correlated.push((j, lower.intersect(&e.space)));
+                    match lower.find(Some(&e.space), &mut budget) {
+                        Found::Some(part) => correlated.push((j, part)),
+                        Found::None => {}
+                        Found::GaveUp => open.add(r.id, "partly overlaps an earlier rule"),
+                    }
                 }
-                upper.subtract(&e.space);
+                upper.subtract_as(&e.space, j);
             }
-            if lower.overlaps(&e.space) {
-                lower.subtract(&e.space);
-            }
+            lower.subtract(&e.space);
         }
+        // Past the bound, a search decides whether the rule is dead, and another
+        // which rules decide its packets.
+        let dead = match upper.find(None, &mut budget) {
+            Found::Some(_) => false,
+            Found::None if upper.exact().is_some() => true,
+            Found::None => match upper.first_owners(&mut budget) {
+                Ok(Some(owners)) => {
+                    // The rule whose subtraction passed the bound is in both.
+                    covering.extend(owners);
+                    covering.sort_unstable();
+                    covering.dedup();
+                    true
+                }
+                Ok(None) | Err(GaveUp) => {
+                    open.add(r.id, "shadowed or redundant");
+                    false
+                }
+            },
+            Found::GaveUp => {
+                open.add(r.id, "shadowed or redundant");
+                false
+            }
+        };
         let entry = reached.entry(r.id).or_insert(false);
-        if !upper.is_empty() {
+        if !dead {
             *entry = true;
             removals.entry(r.id).or_default().0 += 1;
         }
-        if upper.is_empty() {
-            pending_dead.push((r.id, dead_finding(a, chain, r, &covering, nat)));
+        if dead {
+            let f = dead_finding(a, chain, r, &covering, &candidates, nat, opts);
+            pending_dead.push((r.id, f));
             continue;
         }
         let Action::Decide(vi) = &r.action else {
@@ -485,15 +534,18 @@ fn chain_findings(
                 hook: Some(chain.hook.clone()),
             });
         }
-        if r.exact
-            && let Some(f) = removable(a, chain, &index, i, &upper, &lower, vi)
-        {
-            removals.entry(r.id).or_default().1.push(f);
+        if r.exact {
+            match removable(a, chain, &index, i, &upper, &lower, vi, &mut budget) {
+                Ok(Some(f)) => removals.entry(r.id).or_default().1.push(f),
+                Ok(None) => {}
+                Err(GaveUp) => open.add(r.id, "removable"),
+            }
         }
         if r.exact && *vi == Verdict::Accept && chain.kind == TableKind::Filter {
-            permissive(a, chain, i, &lower, opts, out);
+            permissive(a, chain, i, &lower, opts, &mut budget, &mut open, out);
         }
     }
+    open.report(a, chain, opts, out);
     for (id, f) in pending_dead {
         if !reached.get(&id).copied().unwrap_or(false) {
             out.push(f);
@@ -513,7 +565,9 @@ fn dead_finding(
     chain: &FlatChain,
     r: &crate::analysis::FlatRule,
     covering: &[usize],
+    candidates: &[usize],
     nat: bool,
+    opts: &AuditOptions,
 ) -> Finding {
     let rules = &chain.rules;
     let related: Vec<RuleRef> = covering
@@ -534,13 +588,17 @@ fn dead_finding(
         .find(|&j| !same && rules[j].action != r.action)
         .or_else(|| covering.first().copied());
     let example = pick.and_then(|j| {
-        let mut s = r.space.intersect(&rules[j].space);
-        for e in &rules[..j] {
-            if matches!(e.action, Action::Decide(_)) {
-                s.subtract(&e.space);
+        let mut s = Residue::new(r.space.intersect(&rules[j].space), opts.max_boxes);
+        // Every earlier rule that overlaps the rule is a candidate.
+        for &k in candidates.iter().take_while(|&&k| k < j) {
+            if matches!(rules[k].action, Action::Decide(_)) {
+                s.subtract(&rules[k].space);
             }
         }
-        a.example(&s)
+        match s.find(None, &mut opts.search_budget.clone()) {
+            Found::Some(part) => a.example(&part),
+            Found::None | Found::GaveUp => None,
+        }
     });
     let (kind, severity, message) = if covering.is_empty() {
         (
@@ -585,15 +643,17 @@ fn dead_finding(
 
 /// Whether removing rule `i` would change no decision: the packets it decides
 /// would all get the same verdict from later rules or the policy.
+#[allow(clippy::too_many_arguments)]
 fn removable(
     a: &Analysis<'_>,
     chain: &FlatChain,
     index: &Index,
     i: usize,
-    upper: &Space,
-    lower: &Space,
+    upper: &Residue,
+    lower: &Residue,
     vi: &Verdict,
-) -> Option<Finding> {
+    budget: &mut u64,
+) -> Result<Option<Finding>, GaveUp> {
     let rules = &chain.rules;
     let mut rest = upper.clone();
     let mut later = Vec::new();
@@ -604,11 +664,11 @@ fn removable(
         };
         // Another occurrence of the same rule (its chain is jumped to again) goes
         // with it when it is removed: it decides nothing in its place.
-        if e.id == rules[i].id || !rest.overlaps(&e.space) {
+        if e.id == rules[i].id || found(rest.find(Some(&e.space), budget))?.is_none() {
             continue;
         }
         if !e.exact || vj != vi {
-            return None;
+            return Ok(None);
         }
         later.push(e.id);
         rest.subtract(&e.space);
@@ -617,13 +677,17 @@ fn removable(
         }
     }
     let mut related: Vec<RuleRef> = later.iter().filter_map(|&id| a.rule_ref(id)).collect();
-    if !rest.is_empty() {
+    if found(rest.find(None, budget))?.is_some() {
         if chain.policy != *vi {
-            return None;
+            return Ok(None);
         }
         related.extend(a.decider_ref(chain, None));
     }
-    Some(Finding {
+    let example = match lower.find(None, budget) {
+        Found::Some(s) => a.example(&s),
+        Found::None | Found::GaveUp => None,
+    };
+    Ok(Some(Finding {
         kind: Kind::Redundant,
         severity: Severity::Low,
         rule: a.rule_ref(rules[i].id),
@@ -631,10 +695,57 @@ fn removable(
         message: format!(
             "removable: every packet it decides ({vi}) would get the same verdict from the later rules or policy named"
         ),
-        example: a.example(lower),
+        example,
         translated: None,
         hook: Some(chain.hook.clone()),
-    })
+    }))
+}
+
+/// The packets a search found (`None`: proved none), or that it gave up.
+fn found(f: Found) -> Result<Option<Space>, GaveUp> {
+    match f {
+        Found::Some(s) => Ok(Some(s)),
+        Found::None => Ok(None),
+        Found::GaveUp => Err(GaveUp),
+    }
+}
+
+/// Questions about rules of one flattened chain that searches left open.
+#[derive(Default)]
+struct OpenQuestions(BTreeMap<RuleId, Vec<&'static str>>);
+
+impl OpenQuestions {
+    fn add(&mut self, id: RuleId, what: &'static str) {
+        let v = self.0.entry(id).or_default();
+        if !v.contains(&what) {
+            v.push(what);
+        }
+    }
+
+    fn report(
+        self,
+        a: &Analysis<'_>,
+        chain: &FlatChain,
+        opts: &AuditOptions,
+        out: &mut Vec<Finding>,
+    ) {
+        for (id, what) in self.0 {
+            out.push(Finding {
+                kind: Kind::NotDecided,
+                severity: Severity::Info,
+                rule: a.rule_ref(id),
+                related: Vec::new(),
+                message: format!(
+                    "not decided: whether it is {}; the search for a proof reached its bound ({} box comparisons), so nothing is claimed",
+                    what.join(", or "),
+                    opts.search_budget
+                ),
+                example: None,
+                translated: None,
+                hook: Some(chain.hook.clone()),
+            });
+        }
+    }
 }
 
 /// Public address space: IPv4 less the private and special-purpose blocks
@@ -707,12 +818,15 @@ fn restricts_source(a: &Analysis<'_>, id: RuleId, opts: &AuditOptions, hook: &st
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn permissive(
     a: &Analysis<'_>,
     chain: &FlatChain,
     i: usize,
-    lower: &Space,
+    lower: &Residue,
     opts: &AuditOptions,
+    budget: &mut u64,
+    open_questions: &mut OpenQuestions,
     out: &mut Vec<Finding>,
 ) {
     let hook = chain.hook.to_ascii_lowercase();
@@ -738,8 +852,15 @@ fn permissive(
             sp.proto,
             &[(sp.port.into(), sp.port.into())],
         );
-        let hit = lower.intersect(&probe);
-        if !hit.is_empty() {
+        let hit = match lower.find(Some(&probe), budget) {
+            Found::Some(hit) => hit,
+            Found::None => continue,
+            Found::GaveUp => {
+                open_questions.add(r.id, "permissive");
+                continue;
+            }
+        };
+        {
             open.push(format!(
                 "{}/{} ({})",
                 sp.port,

@@ -232,6 +232,216 @@ impl Space {
     }
 }
 
+/// What a bounded search for packets found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Packets of the space searched (all of them when the space is held as boxes,
+    /// otherwise one box of them).
+    Some(Space),
+    /// Proved: the space searched is empty.
+    None,
+    /// The search reached its bound before deciding.
+    GaveUp,
+}
+
+fn cube_contains(outer: &Cube, inner: &Cube) -> bool {
+    (0..DIMS).all(|d| outer[d].lo <= inner[d].lo && inner[d].hi <= outer[d].hi)
+}
+
+/// A search that reached its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GaveUp;
+
+/// `b` cut along one face of `c`, which overlaps it: the part outside `c` and the
+/// rest; `None` when `c` holds `b` whole.
+fn split(b: &Cube, c: &Cube) -> Option<(Cube, Cube)> {
+    (0..DIMS).find_map(|d| {
+        let (mut out, mut ins) = (*b, *b);
+        if b[d].lo < c[d].lo {
+            out[d].hi = c[d].lo - 1;
+            ins[d].lo = c[d].lo;
+        } else if b[d].hi > c[d].hi {
+            out[d].lo = c[d].hi + 1;
+            ins[d].hi = c[d].hi;
+        } else {
+            return None;
+        }
+        Some((out, ins))
+    })
+}
+
+/// A box of `target` outside every box of `cover`, or a proof that there is none.
+/// Depth first: a box no covering box overlaps is the answer, a box inside one
+/// covering box is dropped, any other is cut in two along a face of the first
+/// covering box it overlaps, the part outside that box searched first. Unlike
+/// subtracting the covering boxes one after another, which splits the whole
+/// space on every face of every box, this cuts only where a box still overlaps,
+/// and stops at the first box found. `budget` counts box comparisons; when it
+/// runs out the answer is [`Found::GaveUp`].
+pub fn uncovered(target: &[Cube], cover: &[Cube], budget: &mut u64) -> Found {
+    let overlapping = |b: &Cube, among: &mut dyn Iterator<Item = u32>| -> Vec<u32> {
+        among
+            .filter(|&k| cover.get(k as usize).is_some_and(|c| cubes_overlap(b, c)))
+            .collect()
+    };
+    for t in target {
+        let Some(left) = budget.checked_sub(cover.len() as u64) else {
+            return Found::GaveUp;
+        };
+        *budget = left;
+        let all = overlapping(t, &mut (0..cover.len() as u32));
+        let mut stack = vec![(*t, all)];
+        while let Some((b, over)) = stack.pop() {
+            let Some(&first) = over.first() else {
+                return Found::Some(Space::from_cube(b));
+            };
+            if over
+                .iter()
+                .any(|&k| cover.get(k as usize).is_some_and(|c| cube_contains(c, &b)))
+            {
+                continue;
+            }
+            let Some(left) = budget.checked_sub(2 * over.len() as u64) else {
+                return Found::GaveUp;
+            };
+            *budget = left;
+            let Some(c) = cover.get(first as usize) else {
+                continue;
+            };
+            let Some((outside, inside)) = split(&b, c) else {
+                continue;
+            };
+            let ins = overlapping(&inside, &mut over.iter().copied());
+            let out = overlapping(&outside, &mut over.iter().copied());
+            stack.push((inside, ins));
+            stack.push((outside, out));
+        }
+    }
+    Found::None
+}
+
+/// A space less other spaces, kept exact: as boxes while they number at most
+/// `cap`, and once a subtraction would make more, as the boxes so far and the
+/// boxes still to subtract, which [`uncovered`] searches when asked. Subtracting
+/// one box from a union of boxes can split every one of them, so a wide rule late
+/// in a long chain (a chain's catch-all DROP after thousands of narrow rules)
+/// would otherwise be held as a number of boxes that grows with the product of
+/// the rules before it.
+#[derive(Clone, Debug)]
+pub struct Residue {
+    base: Space,
+    pending: Vec<Cube>,
+    /// The tag given with each pending box's subtraction.
+    owners: Vec<usize>,
+    cap: usize,
+}
+
+impl Residue {
+    /// The space `s`, nothing subtracted yet.
+    pub fn new(s: Space, cap: usize) -> Residue {
+        Residue {
+            base: s,
+            pending: Vec::new(),
+            owners: Vec::new(),
+            cap,
+        }
+    }
+
+    /// The space as boxes, while it is held so.
+    pub fn exact(&self) -> Option<&Space> {
+        self.pending.is_empty().then_some(&self.base)
+    }
+
+    /// Whether it is known to be empty without a search.
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty()
+    }
+
+    /// Remove the packets of `o`.
+    pub fn subtract(&mut self, o: &Space) {
+        self.subtract_as(o, usize::MAX);
+    }
+
+    /// Remove the packets of `o`, tagged `tag` for [`Residue::first_owners`].
+    pub fn subtract_as(&mut self, o: &Space, tag: usize) {
+        if self.pending.is_empty() {
+            if !self.base.overlaps(o) {
+                return;
+            }
+            let next = self.base.minus(o);
+            if next.cubes.len() <= self.cap {
+                self.base = next;
+                return;
+            }
+        }
+        for c in &o.cubes {
+            if self.base.cubes.iter().any(|b| cubes_overlap(b, c)) {
+                self.pending.push(*c);
+                self.owners.push(tag);
+            }
+        }
+    }
+
+    /// When every packet of the space as held is in the boxes still to subtract:
+    /// the tags of the subtractions that hold the first box of some packet, in
+    /// the order given (`Ok(None)`: some packet is in none of them). Depth first
+    /// as [`uncovered`], but a box is dropped only when the first pending box
+    /// that overlaps it holds it whole, so that each part is credited to the
+    /// first subtraction that takes it.
+    pub fn first_owners(&self, budget: &mut u64) -> Result<Option<Vec<usize>>, GaveUp> {
+        let cover = &self.pending;
+        let mut owners = Vec::new();
+        for t in &self.base.cubes {
+            let all: Vec<u32> = (0..cover.len() as u32)
+                .filter(|&k| cover.get(k as usize).is_some_and(|c| cubes_overlap(t, c)))
+                .collect();
+            *budget = budget.checked_sub(cover.len() as u64).ok_or(GaveUp)?;
+            let mut stack = vec![(*t, all)];
+            while let Some((b, over)) = stack.pop() {
+                let Some(c) = over.first().and_then(|&k| cover.get(k as usize)) else {
+                    return Ok(None);
+                };
+                let Some((outside, inside)) = split(&b, c) else {
+                    owners.extend(over.first().and_then(|&k| self.owners.get(k as usize)));
+                    continue;
+                };
+                *budget = budget.checked_sub(2 * over.len() as u64).ok_or(GaveUp)?;
+                let keep = |piece: &Cube| -> Vec<u32> {
+                    over.iter()
+                        .copied()
+                        .filter(|&k| {
+                            cover
+                                .get(k as usize)
+                                .is_some_and(|c| cubes_overlap(piece, c))
+                        })
+                        .collect()
+                };
+                let (ins, out) = (keep(&inside), keep(&outside));
+                stack.push((inside, ins));
+                stack.push((outside, out));
+            }
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        Ok(Some(owners))
+    }
+
+    /// Its packets within `within` (all of them when `None`).
+    pub fn find(&self, within: Option<&Space>, budget: &mut u64) -> Found {
+        let target = match within {
+            Some(w) => self.base.intersect(w),
+            None => self.base.clone(),
+        };
+        if target.is_empty() {
+            Found::None
+        } else if self.pending.is_empty() {
+            Found::Some(target)
+        } else {
+            uncovered(&target.cubes, &self.pending, budget)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -181,4 +181,25 @@ proptest! {
             }
         }
     }
+
+    /// Past the box bound the audit decides by search: with a bound of one box
+    /// (every rule searched) it finds the same findings, naming the same rules, as
+    /// with no bound (every rule held as boxes), and never a question left open.
+    #[test]
+    fn search_past_the_box_bound_finds_what_boxes_find(text in ruleset()) {
+        let rs = parse(InputFormat::Iptables, "p.rules", &text).unwrap();
+        let key = |o: AuditOptions| -> Vec<(Kind, Option<usize>, Vec<Option<usize>>)> {
+            let mut v: Vec<_> = audit(&rs, &o)
+                .findings
+                .iter()
+                .map(|f| (f.kind, f.rule.as_ref().and_then(|r| r.loc.line), f.related.iter().map(|r| r.loc.line).collect()))
+                .collect();
+            v.sort();
+            v
+        };
+        let boxes = key(AuditOptions { max_boxes: usize::MAX, ..AuditOptions::default() });
+        let searched = key(AuditOptions { max_boxes: 1, ..AuditOptions::default() });
+        prop_assert!(!searched.iter().any(|f| f.0 == Kind::NotDecided), "{:?}", searched);
+        prop_assert_eq!(boxes, searched, "in\n{}", text);
+    }
 }

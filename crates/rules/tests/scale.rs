@@ -150,3 +150,114 @@ fn generated_ruleset_is_audited_exactly() {
         );
     }
 }
+
+fn findings_key(
+    rs: &intraport_rules::Ruleset,
+    o: &AuditOptions,
+) -> Vec<(Kind, Option<usize>, Vec<Option<usize>>)> {
+    let mut v: Vec<_> = audit(rs, o)
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.kind,
+                f.rule.as_ref().and_then(|r| r.loc.line),
+                f.related.iter().map(|r| r.loc.line).collect(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The real-shaped ruleset (ufw, Docker, kube-proxy, fail2ban chains): searched past
+/// a bound of one box, every rule's findings are those of the default bound, so the
+/// search decides as the boxes do on chains jumped to from many places, RETURNs,
+/// negations and NAT; and with no search budget at all the questions it would
+/// need are reported not decided, while nothing is claimed that the full audit
+/// does not claim.
+#[test]
+fn real_shaped_ruleset_is_decided_alike_by_boxes_and_search() {
+    let text = generate::host::host(1_200, 3);
+    let rs = parse(InputFormat::Iptables, "host.rules", &text).unwrap();
+    let full = findings_key(&rs, &AuditOptions::default());
+    assert!(!full.iter().any(|f| f.0 == Kind::NotDecided), "{full:?}");
+    for k in [Kind::Shadowed, Kind::Redundant, Kind::Correlated] {
+        assert!(full.iter().any(|f| f.0 == k), "no {k}");
+    }
+    let searched = findings_key(
+        &rs,
+        &AuditOptions {
+            max_boxes: 1,
+            ..AuditOptions::default()
+        },
+    );
+    assert_eq!(full, searched);
+    let starved = findings_key(
+        &rs,
+        &AuditOptions {
+            max_boxes: 1,
+            search_budget: 0,
+            ..AuditOptions::default()
+        },
+    );
+    assert!(starved.iter().any(|f| f.0 == Kind::NotDecided));
+    // A correlation search that gave up lets a later one into the rule's three,
+    // so compare with every correlation of the full audit.
+    let every = findings_key(
+        &rs,
+        &AuditOptions {
+            max_correlated_per_rule: usize::MAX,
+            ..AuditOptions::default()
+        },
+    );
+    // A rule whose shadowing was left open is treated as reached, so its overlaps
+    // with earlier rules (true, and proved by boxes) are reported as correlations
+    // where the full audit reports it shadowed.
+    for f in starved.iter().filter(|f| f.0 != Kind::NotDecided) {
+        let shadowed_instead = f.0 == Kind::Correlated
+            && every
+                .iter()
+                .any(|g| g.1 == f.1 && matches!(g.0, Kind::Shadowed | Kind::Redundant));
+        assert!(
+            every.contains(f) || shadowed_instead,
+            "claimed without a proof: {f:?}"
+        );
+    }
+}
+
+/// A chain's catch-all after thousands of narrow rules (the shape that took the
+/// audit minutes: its reaching set held as tens of thousands of boxes) is decided:
+/// reached, removable because the policy repeats it, and no question left open.
+#[test]
+fn a_catch_all_after_thousands_of_rules_is_decided() {
+    let mut text =
+        String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    text +=
+        "-A INPUT -i lo -j ACCEPT\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
+    for k in 0..3_000u32 {
+        text += &format!(
+            "-A INPUT -s 10.{}.{}.{}/32 -p tcp -m tcp --dport {} -j ACCEPT\n",
+            k % 7,
+            (k / 7) % 256,
+            k % 251,
+            [22, 80, 443, 8080][(k % 4) as usize]
+        );
+    }
+    text += "-A INPUT -j DROP\nCOMMIT\n";
+    let rs = parse(InputFormat::Iptables, "catch-all.rules", &text).unwrap();
+    let report = audit(&rs, &AuditOptions::default());
+    assert!(!report.findings.iter().any(|f| f.kind == Kind::NotDecided));
+    let last = 3_000 + 7;
+    assert!(
+        report.findings.iter().any(|f| f.kind == Kind::Redundant
+            && f.rule.as_ref().and_then(|r| r.loc.line) == Some(last)
+            && f.message.starts_with("removable")),
+        "{:#?}",
+        report
+            .findings
+            .iter()
+            .filter(|f| f.rule.as_ref().and_then(|r| r.loc.line) == Some(last))
+            .collect::<Vec<_>>()
+    );
+}

@@ -63,7 +63,11 @@ impl Table {
     }
 
     fn rules(&self) -> usize {
-        self.user.values().chain(self.base_rules.values()).map(Vec::len).sum()
+        self.user
+            .values()
+            .chain(self.base_rules.values())
+            .map(Vec::len)
+            .sum()
     }
 
     fn write(&self, s: &mut String) {
@@ -193,7 +197,11 @@ fn ufw(f: &mut Table) {
     for dir in ["input", "forward", "output"] {
         f.declare(&format!("ufw-user-logging-{dir}"));
     }
-    for (base, dir) in [("INPUT", "input"), ("FORWARD", "forward"), ("OUTPUT", "output")] {
+    for (base, dir) in [
+        ("INPUT", "input"),
+        ("FORWARD", "forward"),
+        ("OUTPUT", "output"),
+    ] {
         for stage in [
             "before-logging",
             "before",
@@ -218,7 +226,10 @@ fn ufw(f: &mut Table) {
     f.add(bi, "-p udp -m udp --sport 67 --dport 68 -j ACCEPT");
     f.add(bi, "-j ufw-not-local");
     f.add(bi, "-d 224.0.0.251/32 -p udp -m udp --dport 5353 -j ACCEPT");
-    f.add(bi, "-d 239.255.255.250/32 -p udp -m udp --dport 1900 -j ACCEPT");
+    f.add(
+        bi,
+        "-d 239.255.255.250/32 -p udp -m udp --dport 1900 -j ACCEPT",
+    );
     f.add(bi, "-j ufw-user-input");
     let bo = "ufw-before-output";
     f.add(bo, "-o lo -j ACCEPT");
@@ -440,7 +451,10 @@ fn docker(f: &mut Table, n: &mut Table, g: &mut Lcg, bridges: usize, published: 
     f.add("DOCKER-USER", "-i eth0 -p tcp -m tcp --dport 2375 -j DROP");
     f.add("DOCKER-USER", "-j RETURN");
     n.add("PREROUTING", "-m addrtype --dst-type LOCAL -j DOCKER");
-    n.add("OUTPUT", "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER");
+    n.add(
+        "OUTPUT",
+        "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+    );
     for k in 0..published {
         let b = g.next(bridges as u64) as usize;
         let br = &names[b];
@@ -498,7 +512,12 @@ fn kube(f: &mut Table, n: &mut Table, g: &mut Lcg, services: usize) {
         "KUBE-FORWARD",
         "-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
     );
-    for c in ["KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL", "KUBE-SERVICES"] {
+    for c in [
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-PROXY-FIREWALL",
+        "KUBE-SERVICES",
+    ] {
         f.declare(c);
     }
 
@@ -509,7 +528,10 @@ fn kube(f: &mut Table, n: &mut Table, g: &mut Lcg, services: usize) {
         "-m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
     );
     n.add("KUBE-MARK-MASQ", "-j MARK --set-xmark 0x4000/0x4000");
-    n.add("KUBE-POSTROUTING", "-m mark ! --mark 0x4000/0x4000 -j RETURN");
+    n.add(
+        "KUBE-POSTROUTING",
+        "-m mark ! --mark 0x4000/0x4000 -j RETURN",
+    );
     n.add("KUBE-POSTROUTING", "-j MARK --set-xmark 0x4000/0x0");
     n.add(
         "KUBE-POSTROUTING",
@@ -517,10 +539,27 @@ fn kube(f: &mut Table, n: &mut Table, g: &mut Lcg, services: usize) {
     );
     let mut node_port = 30_000;
     for s in 0..services {
-        let ns = g.pick(&["default", "kube-system", "prod", "staging", "monitoring", "payments"]);
-        let name = format!("{ns}/svc-{s}:{}", g.pick(&["http", "https", "grpc", "metrics"]));
+        let ns = g.pick(&[
+            "default",
+            "kube-system",
+            "prod",
+            "staging",
+            "monitoring",
+            "payments",
+        ]);
+        let name = format!(
+            "{ns}/svc-{s}:{}",
+            g.pick(&["http", "https", "grpc", "metrics"])
+        );
         let cip = format!("10.{}.{}.{}", 96 + g.next(16), g.next(256), 1 + g.next(254));
-        let &(proto, port) = g.pick(&[("tcp", 80), ("tcp", 443), ("tcp", 8080), ("tcp", 9090), ("udp", 53), ("tcp", 5432)]);
+        let &(proto, port) = g.pick(&[
+            ("tcp", 80),
+            ("tcp", 443),
+            ("tcp", 8080),
+            ("tcp", 9090),
+            ("udp", 53),
+            ("tcp", 5432),
+        ]);
         let endpoints = *g.pick(&[0, 1, 1, 2, 2, 2, 3, 3, 5, 8]);
         let nodeport = g.next(5) == 0;
         if endpoints == 0 {
@@ -640,7 +679,10 @@ fn users(f: &mut Table, n: &mut Table, g: &mut Lcg, total: usize, teams: usize) 
         ("10.0.30.0/28", 5666),
     ] {
         let proto = if port == 161 { "udp" } else { "tcp" };
-        f.add(mgmt, format!("-s {src} -p {proto} -m {proto} --dport {port} -j ACCEPT"));
+        f.add(
+            mgmt,
+            format!("-s {src} -p {proto} -m {proto} --dport {port} -j ACCEPT"),
+        );
     }
     f.add(mgmt, "-j RETURN");
     for t in 0..teams {
@@ -675,11 +717,7 @@ fn users(f: &mut Table, n: &mut Table, g: &mut Lcg, total: usize, teams: usize) 
             let rule = if g.next(2) == 0 && rule.starts_with("-s ") {
                 let rest = rule.split_once(' ').map_or("", |x| x.1);
                 let rest = rest.split_once(' ').map_or("", |x| x.1);
-                format!(
-                    "-s 10.{}.{}.0/24 {rest}",
-                    100 + t,
-                    g.next(256)
-                )
+                format!("-s 10.{}.{}.0/24 {rest}", 100 + t, g.next(256))
             } else {
                 rule
             };
