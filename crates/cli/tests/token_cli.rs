@@ -195,33 +195,6 @@ fn offline_verification_against_a_saved_key_set_at_a_given_time() {
         .unwrap();
     assert!(status.success(), "curl could not fetch {keys_url}");
     let token = dev.s("token");
-    // A v1 token of the same tenant (client credentials at the v1 endpoint).
-    let got = run(
-        &[
-            "token",
-            "get",
-            "--authority",
-            &dev.s("authority"),
-            "--tenant",
-            &dev.s("tenant_id"),
-            "--client-id",
-            DEMO_CLIENT,
-            "--client-secret",
-            "demo-client-secret",
-            "--resource",
-            "api://intraport-demo",
-            "--ca",
-            &dev.s("ca_file"),
-            "--raw",
-        ],
-        None,
-    );
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    let v1_token = String::from_utf8(got.stdout).unwrap().trim().to_string();
     let issuer = format!("{}/{}/v2.0", dev.s("authority"), dev.s("tenant_id"));
     let base = [
         "token",
@@ -237,7 +210,6 @@ fn offline_verification_against_a_saved_key_set_at_a_given_time() {
         "--format",
         "json",
     ];
-    let dev_tenant = dev.s("tenant_id");
     drop(dev); // offline: the issuer is gone
     let out = run(&[&base[..], &["-"]].concat(), Some(&token));
     assert_eq!(
@@ -254,16 +226,120 @@ fn offline_verification_against_a_saved_key_set_at_a_given_time() {
     let out = run(&[&base[..], &["--now", &later, "-"]].concat(), Some(&token));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_of(&out)["error"]["code"], "expired");
-    // The v1 token against the v1 issuer and the same saved keys, which Entra (and the
-    // dev issuer) publish with the v2 form of the issuer: valid, not wrong_issuer.
-    let v1_issuer = format!("https://sts.windows.net/{}/", dev_tenant);
-    let mut v1_args = base.to_vec();
-    v1_args[3] = v1_issuer.as_str();
-    let out = run(&[&v1_args[..], &["-"]].concat(), Some(&v1_token));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A v1 token as Entra issues it (iss `https://sts.windows.net/{tid}/`, `ver` 1.0,
+/// `appid`, `upn`, aud the App ID URI) and the key set as saved from Entra, whose keys
+/// carry the v2 issuer template: minted by PyJWT.
+const V1_MINT: &str = r#"
+import json, sys, time
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+tid, out = sys.argv[1], sys.argv[2]
+k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+jwk = json.loads(RSAAlgorithm.to_jwk(k.public_key()))
+jwk.update({"kid": "JDNa_4i4r7FgigL3sHIlI3xV-IU", "x5t": "JDNa_4i4r7FgigL3sHIlI3xV-IU",
+            "use": "sig", "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"})
+json.dump({"keys": [jwk]}, open(out, "w"))
+now = int(time.time())
+claims = {"aud": "api://orders", "iss": f"https://sts.windows.net/{tid}/", "iat": now - 60,
+          "nbf": now - 60, "exp": now + 3600, "acr": "1", "aio": "AUQAu/8Z", "amr": ["pwd"],
+          "appid": "5a0c7e2b-9d1f-4c3a-b6e8-2f4d6a8c0e1b", "appidacr": "0",
+          "ipaddr": "203.0.113.7", "name": "Jane Doe",
+          "oid": "7f4ae3b5-5c2a-4e70-9d4b-1e9a0b6c2d31", "scp": "user_impersonation",
+          "sub": "hQ9ef_XqgCwL3tVRZm0m2j4HyfP", "tid": tid, "unique_name": "jane@contoso.example",
+          "upn": "jane@contoso.example", "uti": "fqiBqXLPj0eQa82S-IYFAA", "ver": "1.0"}
+print(jwt.encode(claims, k, algorithm="RS256",
+                 headers={"kid": jwk["kid"], "x5t": jwk["x5t"]}))
+"#;
+
+#[test]
+fn a_v1_token_verifies_offline_against_keys_saved_from_entra() {
+    let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let dir = std::env::temp_dir().join(format!("intraport-v1-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.json");
+    let minted = Command::new(python())
+        .args(["-c", V1_MINT, tid])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8(minted.stdout).unwrap();
+    let issuer = format!("https://sts.windows.net/{tid}/");
+    let args = [
+        "token",
+        "verify",
+        "--issuer",
+        &issuer,
+        "--jwks",
+        keys.to_str().unwrap(),
+        "--audience",
+        "api://orders",
+        "--tenant",
+        tid,
+        "--format",
+        "json",
+        "-",
+    ];
+    let out = run(&args, Some(&token));
     let doc = json_of(&out);
     assert_eq!(out.status.code(), Some(0), "{doc}");
     assert_eq!(doc["claims"]["ver"], "1.0");
-    assert_eq!(doc["claims"]["iss"], v1_issuer.as_str());
+    assert_eq!(doc["identity"]["username"], "jane@contoso.example");
+    assert_eq!(
+        doc["identity"]["app_id"],
+        "5a0c7e2b-9d1f-4c3a-b6e8-2f4d6a8c0e1b"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_token_with_neither_scope_nor_role_is_refused_unless_acl_tokens_are_allowed() {
+    let dir = std::env::temp_dir().join(format!("intraport-acl-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.json");
+    // The v1 minter's token, without its `scp`: any app of the tenant can get one.
+    let script = V1_MINT.replace(r#""scp": "user_impersonation","#, "");
+    let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let minted = Command::new(python())
+        .args(["-c", &script, tid])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8(minted.stdout).unwrap();
+    let issuer = format!("https://sts.windows.net/{tid}/");
+    let args = [
+        "token",
+        "verify",
+        "--issuer",
+        &issuer,
+        "--jwks",
+        keys.to_str().unwrap(),
+        "--audience",
+        "api://orders",
+        "--format",
+        "json",
+    ];
+    let out = run(&[&args[..], &["-"]].concat(), Some(&token));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_of(&out)["error"]["code"], "no_scope_or_role");
+    let out = run(
+        &[&args[..], &["--allow-acl-tokens", "-"]].concat(),
+        Some(&token),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", json_of(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

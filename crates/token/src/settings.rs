@@ -171,3 +171,33 @@ fn check_url(field: &'static str, url: &str) -> Result<(), SetupError> {
         Err(bad(field, format!("{url:?} is not an http(s) URL")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_tenant_provider_takes_v1_and_v2_tokens_by_default() {
+        let settings: ProviderSettings = toml::from_str(
+            "name = \"entra\"\ntenant = \"contoso.example\"\naudiences = [\"api://a\"]\n",
+        )
+        .unwrap();
+        let cfg = settings.to_config(Path::new(".")).unwrap();
+        let urls: Vec<&str> = cfg
+            .sources
+            .iter()
+            .map(|s| match s {
+                MetadataSource::Discovery { url, .. } => url.as_str(),
+                MetadataSource::Static { issuer, .. } => issuer.as_str(),
+            })
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://login.microsoftonline.com/contoso.example/v2.0/.well-known/openid-configuration",
+                "https://login.microsoftonline.com/contoso.example/.well-known/openid-configuration",
+            ]
+        );
+    }
+}
