@@ -38,6 +38,7 @@ pub use report::{
     Alert, ClientHello, Connection, Outcome, Report, ServerHello, ServerSummary, Side, Summary,
     Warning,
 };
+pub use tls::{alert_name, split_camel};
 
 use conn::Conn;
 use decode::Skip;

@@ -403,18 +403,25 @@ fn alert_level(level: u8) -> String {
     }
 }
 
-/// The RFC name of an alert description in snake case ("unknown_ca"); tls-parser
-/// names them in camel case ("UnknownCa").
-fn alert_name(code: u8) -> String {
+/// The RFC name of an alert description in snake case ("unknown_ca"), as `intraport
+/// pcap` and `intraport check` report it; tls-parser names them in camel case
+/// ("UnknownCa").
+pub fn alert_name(code: u8) -> String {
     let camel = TlsAlertDescription(code).to_string();
     if !camel.chars().all(|c| c.is_ascii_alphabetic()) {
         return format!("unknown_alert_{code}");
     }
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
+    split_camel(&camel, '_')
+}
+
+/// A camel-case name in lower-case words joined by `sep`: `UnknownCa` → `unknown_ca`
+/// with `'_'`, "unknown ca" with `' '`.
+pub fn split_camel(name: &str, sep: char) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {
             if i > 0 {
-                out.push('_');
+                out.push(sep);
             }
             out.push(c.to_ascii_lowercase());
         } else {

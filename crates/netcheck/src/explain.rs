@@ -45,7 +45,7 @@ pub fn error(e: &Error) -> String {
         Error::PeerMisbehaved(p) => peer_misbehaved(p),
         Error::AlertReceived(a) => format!(
             "the server sent fatal alert {}",
-            crate::tls::alert_name(u8::from(*a))
+            intraport_capture::alert_name(u8::from(*a))
         ),
         Error::InvalidCertificate(c) => certificate(c),
         Error::InvalidCertRevocationList(c) => revocation_list(c),
@@ -258,18 +258,7 @@ fn peer_misbehaved(p: &PeerMisbehaved) -> String {
 /// cipher suite" (for the fallbacks only).
 fn words(debug: &str) -> String {
     let name = debug.split(['(', ' ', '{']).next().unwrap_or(debug);
-    let mut out = String::with_capacity(name.len() + 8);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push(' ');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    intraport_capture::split_camel(name, ' ')
 }
 
 #[cfg(test)]

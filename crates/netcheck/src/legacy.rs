@@ -208,7 +208,7 @@ fn parse_answer(buf: &[u8], offered: LegacyVersion) -> Option<LegacyAnswer> {
                         }
                         TlsMessage::Alert(alert) => {
                             return Some(LegacyAnswer::Alert {
-                                description: crate::tls::alert_name(alert.code.0),
+                                description: intraport_capture::alert_name(alert.code.0),
                             });
                         }
                         _ => {}

@@ -348,7 +348,7 @@ fn classify_failure(e: &std::io::Error, server_bytes: u64) -> HandshakeOutcome {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     if let Some(rustls::Error::AlertReceived(alert)) = tls_error {
         return HandshakeOutcome::Alert {
-            description: alert_name(u8::from(*alert)),
+            description: intraport_capture::alert_name(u8::from(*alert)),
         };
     }
     match (e.kind(), tls_error) {
@@ -363,27 +363,6 @@ fn classify_failure(e: &std::io::Error, server_bytes: u64) -> HandshakeOutcome {
             detail: format!("the connection failed during the handshake: {kind}"),
         },
     }
-}
-
-/// The RFC name of an alert in snake case (`protocol_version`), as `intraport pcap`
-/// reports it; tls-parser names alerts in camel case.
-pub(crate) fn alert_name(code: u8) -> String {
-    let camel = tls_parser::TlsAlertDescription(code).to_string();
-    if !camel.chars().all(|c| c.is_ascii_alphabetic()) {
-        return format!("unknown_alert_{code}");
-    }
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn verdict_of(e: &rustls::Error) -> ChainVerdict {
