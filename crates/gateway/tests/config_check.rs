@@ -147,6 +147,7 @@ name = "web"
 listen = "127.0.0.1:0"
 protocol = "http"
 backlog = 70000
+handshake_timeout_ms = 0
 [listener.limits]
 max_header_bytes = 100
 rate_per_source = { requests = 5, per_seconds = 0 }
@@ -182,6 +183,7 @@ allow = ["::/0"]
         "listener[1].limits.rate_per_source: expected requests",
         "listener[0].backlog: expected 1 to 65535",
         "listener[1].backlog: expected 1 to 65535",
+        "listener[1].handshake_timeout_ms: must be at least 1",
         "listener[0].limits.send_timeout_ms: `send_timeout_ms` applies to HTTP listeners",
         "listener[1].limits.send_timeout_ms: must be at least 1",
         "listener[1].limits.max_upstream_requests_per_source: must be at least 1",

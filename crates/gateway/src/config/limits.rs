@@ -200,7 +200,8 @@ impl Default for AbuseConfig {
     }
 }
 
-fn positive(
+/// A setting that must be at least 1, when it is set.
+pub(super) fn positive(
     v: &Option<Spanned<u64>>,
     path: &str,
     key: &str,

@@ -773,6 +773,10 @@ fn listener(
         protocol.is_none_or(Protocol::is_http),
         d,
     );
+    let handshake_timeout = Duration::from_millis(
+        limits::positive(&raw.handshake_timeout_ms, path, "handshake_timeout_ms", d)
+            .unwrap_or(10_000),
+    );
     // Kept even when something above was wrong, so that its routes are still checked
     // (the configuration as a whole is refused anyway).
     Some(PendingListener {
@@ -781,7 +785,7 @@ fn listener(
         protocol: protocol?,
         tls,
         trusted_proxies: CidrSet::new(nets),
-        handshake_timeout: Duration::from_millis(raw.handshake_timeout_ms.unwrap_or(10_000)),
+        handshake_timeout,
         backlog,
         limits,
         span,

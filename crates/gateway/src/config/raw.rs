@@ -36,7 +36,7 @@ pub struct RawListener {
     pub tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
-    pub handshake_timeout_ms: Option<u64>,
+    pub handshake_timeout_ms: Option<Spanned<u64>>,
     pub backlog: Option<Spanned<u64>>,
     pub limits: Option<Spanned<RawListenerLimits>>,
 }
