@@ -261,17 +261,7 @@ fn a_v1_token_verifies_offline_against_keys_saved_from_entra() {
     let dir = std::env::temp_dir().join(format!("intraport-v1-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.json");
-    let minted = Command::new(python())
-        .args(["-c", V1_MINT, tid])
-        .arg(&keys)
-        .output()
-        .unwrap();
-    assert!(
-        minted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&minted.stderr)
-    );
-    let token = String::from_utf8(minted.stdout).unwrap();
+    let token = mint_v1(V1_MINT, tid, &keys);
     let issuer = format!("https://sts.windows.net/{tid}/");
     let args = [
         "token",
@@ -300,6 +290,21 @@ fn a_v1_token_verifies_offline_against_keys_saved_from_entra() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A v1 token of tenant `tid` minted by `script` (PyJWT), its key set written to `keys`.
+fn mint_v1(script: &str, tid: &str, keys: &std::path::Path) -> String {
+    let minted = Command::new(python())
+        .args(["-c", script, tid])
+        .arg(keys)
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    String::from_utf8(minted.stdout).unwrap()
+}
+
 #[test]
 fn a_token_with_neither_scope_nor_role_is_refused_unless_acl_tokens_are_allowed() {
     let dir = std::env::temp_dir().join(format!("intraport-acl-{}", uuid::Uuid::new_v4()));
@@ -308,17 +313,7 @@ fn a_token_with_neither_scope_nor_role_is_refused_unless_acl_tokens_are_allowed(
     // The v1 minter's token, without its `scp`: any app of the tenant can get one.
     let script = V1_MINT.replace(r#""scp": "user_impersonation","#, "");
     let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-    let minted = Command::new(python())
-        .args(["-c", &script, tid])
-        .arg(&keys)
-        .output()
-        .unwrap();
-    assert!(
-        minted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&minted.stderr)
-    );
-    let token = String::from_utf8(minted.stdout).unwrap();
+    let token = mint_v1(&script, tid, &keys);
     let issuer = format!("https://sts.windows.net/{tid}/");
     let args = [
         "token",

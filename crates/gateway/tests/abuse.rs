@@ -105,15 +105,7 @@ allow = ["127.0.0.0/8"]
         jwks = minter.jwks_path.display(),
         aud = mint::AUDIENCE,
     );
-    let config = Config::from_toml_str(&text, &pki.dir).unwrap_or_else(|e| {
-        panic!(
-            "{}",
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
+    let config = support::parse_config(&text, &pki.dir);
     let gw = Gateway::start(config).await.unwrap();
     let plain = gw.listener_addr("plain").await.unwrap();
     let tls = gw.listener_addr("tls").await.unwrap();

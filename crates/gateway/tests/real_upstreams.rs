@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intraport_gateway::{Config, Gateway, GatewayHandle};
+use intraport_gateway::{Gateway, GatewayHandle};
 use serde_json::{Value, json};
 use support::mint::{self, Minter};
 use support::pki::Pki;
@@ -140,15 +140,7 @@ protocol = "http"
             jwks = minter.jwks_path.display(),
             aud = mint::AUDIENCE,
         );
-        let config = Config::from_toml_str(&text, &pki.dir).unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                e.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        });
+        let config = support::parse_config(&text, &pki.dir);
         let gw = Gateway::start(config).await.unwrap();
         let plain = gw.listener_addr("plain").await.unwrap();
         let proxied = gw.listener_addr("proxied").await.unwrap_or(plain);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use intraport_gateway::{Config, Gateway, GatewayHandle};
+use intraport_gateway::{Gateway, GatewayHandle};
 use support::mint::{self, Minter};
 use support::pki::Pki;
 use support::{eventually, upstream};
@@ -93,15 +93,7 @@ allow = ["127.0.0.0/8"]
         jwks = minter.jwks_path.display(),
         aud = mint::AUDIENCE,
     );
-    let config = Config::from_toml_str(&text, dir).unwrap_or_else(|e| {
-        panic!(
-            "{}",
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
+    let config = support::parse_config(&text, dir);
     let gw = Gateway::start(config).await.unwrap();
     let addr = gw.listener_addr("plain").await.unwrap();
     eventually(10, "provider ready", || async {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use intraport_gateway::{Config, Gateway, GatewayHandle};
+use intraport_gateway::{Gateway, GatewayHandle};
 
 use super::mint::{self, Minter};
 use super::pki::Pki;
@@ -211,15 +211,7 @@ impl Env {
         let leaf = pki.server_ca.server();
         let h2 = upstream::h2_tls(&leaf.cert_pem, &leaf.key_pem).await;
         let text = config_text(&minter, h1, h2, upstream::closed_port());
-        let config = Config::from_toml_str(&text, &pki.dir).unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                e.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        });
+        let config = super::parse_config(&text, &pki.dir);
         let gw = Gateway::start(config).await.unwrap();
         let web = gw.listener_addr("web").await.unwrap();
         let proxied = gw.listener_addr("proxied").await.unwrap();

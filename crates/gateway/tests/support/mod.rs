@@ -10,6 +10,14 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A gateway configuration from TOML text, or a panic that lists every error.
+pub fn parse_config(text: &str, dir: &std::path::Path) -> intraport_gateway::Config {
+    intraport_gateway::Config::from_toml_str(text, dir).unwrap_or_else(|e| {
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        panic!("{}", shown.join("\n"))
+    })
+}
+
 /// Poll `f` until it returns `Some`, or panic after `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
