@@ -517,12 +517,69 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Wait (20 s) until something accepts connections on `port`.
-fn wait_listening(port: u16, what: &str) {
+/// Whether process `pid` holds a listening TCP socket on 127.0.0.1:`port`. A plain
+/// connect cannot tell: a port picked by `free_port` lies in the ephemeral range, so a
+/// connect to it can pick the same port as its source and connect to itself (and then
+/// hold the port the server was about to bind); and another test's socket may have
+/// taken the port in between.
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let want = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local address, state 0A (LISTEN), inode
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+    })
+}
+
+/// Start the server that `command` makes for a port, on a free one, and wait (20 s)
+/// until that very process listens there. A server that exits first (its port taken
+/// meanwhile) is started again on another port; its stderr is in the panic otherwise.
+fn start_listening(what: &str, dir: &Path, command: impl Fn(u16) -> Command) -> (Proc, u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
+    let log = dir.join(format!("{what}.stderr"));
+    loop {
+        let port = free_port();
+        let mut child = Proc(
+            command(port)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{what}: {e}")),
+        );
+        loop {
+            if listens(child.0.id(), port) {
+                return (child, port);
+            }
+            let said = || std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "{what} never listened on {port}: {}",
+                said()
+            );
+            if let Some(status) = child.0.try_wait().unwrap() {
+                eprintln!(
+                    "{what} exited ({status}) before listening on {port}: {}",
+                    said()
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -532,22 +589,16 @@ fn smtp_and_ldap_starttls() {
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = pem_identity(tmp.path(), "known.test");
 
-    let smtp = free_port();
-    let child = Command::new(venv.join("bin/python"))
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{smtp}")])
-        .arg("--tlscert")
-        .arg(&cert)
-        .arg("--tlskey")
-        .arg(&key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("aiosmtpd in the test venv");
-    let _smtp_server = Proc(child);
-    wait_listening(smtp, "aiosmtpd");
+    let (_smtp_server, smtp) = start_listening("aiosmtpd", tmp.path(), |port| {
+        let mut c = Command::new(venv.join("bin/python"));
+        c.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .arg("--tlscert")
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key);
+        c
+    });
 
-    let ldap = free_port();
     let db = tmp.path().join("db");
     std::fs::create_dir(&db).unwrap();
     let conf = tmp.path().join("slapd.conf");
@@ -568,18 +619,14 @@ fn smtp_and_ldap_starttls() {
         ),
     )
     .unwrap();
-    let slapd = Proc(
-        Command::new("slapd")
-            .arg("-f")
+    // `-d 0` keeps slapd in the foreground, so the child is the listener.
+    let (slapd, ldap) = start_listening("slapd", tmp.path(), |port| {
+        let mut c = Command::new("slapd");
+        c.arg("-f")
             .arg(&conf)
-            .args(["-h", &format!("ldap://127.0.0.1:{ldap}/"), "-d", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("slapd (Debian package `slapd`)"),
-    );
-    wait_listening(ldap, "slapd");
+            .args(["-h", &format!("ldap://127.0.0.1:{port}/"), "-d", "0"]);
+        c
+    });
 
     let cap = Capture::start(&[smtp, ldap]);
     for (port, proto) in [(smtp, "smtp"), (ldap, "ldap")] {
