@@ -432,15 +432,7 @@ fn slow_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
             let Ok(mut s) = s else { return };
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                reader.read_line(&mut first).unwrap_or_default();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                let (mut reader, first) = common::read_head(&s);
                 let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
                 let _ = tx.send(path.clone());
                 if path == "/drip" {

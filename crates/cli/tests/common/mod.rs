@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -485,6 +485,21 @@ pub fn finish(mut child: Child, within: Duration) -> Output {
     }
 }
 
+/// Read a request head from `s` up to its blank line; the reader (for a body, or to
+/// wait for the peer to close) and the request line.
+pub fn read_head(s: &TcpStream) -> (BufReader<TcpStream>, String) {
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap_or_default();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    (reader, first)
+}
+
 /// A plain HTTP/1.1 upstream: `/…stream` answers 20 chunks 100 ms apart, anything
 /// else `ok`.
 pub fn upstream() -> SocketAddr {
@@ -494,15 +509,7 @@ pub fn upstream() -> SocketAddr {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                reader.read_line(&mut first).unwrap_or_default();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                let (_, first) = read_head(&s);
                 if first.contains("stream") {
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
                     for i in 0..20 {
